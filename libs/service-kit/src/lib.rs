@@ -1,0 +1,110 @@
+//! `estate-service-kit`: the runtime every Estate service shares.
+//!
+//! A service provides its API [`axum::Router`], its `[service]` settings type
+//! and its readiness checks; the kit provides everything else, the same way in
+//! every service:
+//!
+//! | concern | module |
+//! |---|---|
+//! | typed layered config, secret references, production refuses dev settings | [`config`], [`secret`] |
+//! | JSON logs, W3C trace context | [`telemetry`] |
+//! | request id, security headers, timeouts, body limits | [`middleware`] |
+//! | RFC 9457 problem+json errors | [`problem`] |
+//! | TLS listeners (rustls, aws-lc-rs), rotation slot | [`tls`], [`serve`] |
+//! | management listener: health, readiness, metrics | [`management`], [`metrics`] |
+//! | two listeners, graceful shutdown | [`server`] |
+//! | `main` | [`run_main`] |
+
+pub mod config;
+pub mod management;
+pub mod metrics;
+pub mod middleware;
+pub mod problem;
+pub mod secret;
+pub mod serve;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use config::{Config, DevSettings, Mode, NoServiceSettings, SecretRef};
+pub use problem::Problem;
+pub use server::Server;
+
+/// What a service crate implements so that [`run_main`] can run it.
+pub trait Service: Sized + Send + 'static {
+    /// The service's name, as in logs, metrics and SPIFFE IDs.
+    const NAME: &'static str;
+    /// The `[service]` section of its configuration.
+    type Settings: DeserializeOwned + Serialize + Default + DevSettings + Send + 'static;
+
+    /// Bind the listeners and connect to dependencies; serve nothing yet.
+    fn build(config: Config<Self::Settings>) -> impl Future<Output = anyhow::Result<Self>> + Send;
+
+    /// Serve until `shutdown` completes, then drain. `true` when drained in time.
+    fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> impl Future<Output = bool> + Send;
+}
+
+/// The whole `main` of a service binary: read `--config PATH` (or
+/// `ESTATE_CONFIG`), load config, start JSON logs, build, serve until SIGTERM
+/// or SIGINT, drain. Exit code 0 on a clean stop, 1 on a startup failure, 2
+/// when the grace period ran out.
+pub fn run_main<A: Service>() -> ExitCode {
+    match run::<A>() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(error) => {
+            // Logging may not be up yet, so stderr: startup failures must be visible.
+            eprintln!("{}: cannot start: {error:#}", A::NAME);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run<A: Service>() -> anyhow::Result<bool> {
+    let config_path = config_path_from_args(std::env::args().skip(1))?
+        .or_else(|| std::env::var_os("ESTATE_CONFIG").map(PathBuf::from));
+    let config = Config::<A::Settings>::load(config_path.as_deref())?;
+    telemetry::init_json_logs(&config.log.filter)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let app = A::build(config).await?;
+        Ok(app.run_until(shutdown_signal()).await)
+    })
+}
+
+fn config_path_from_args(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<PathBuf>> {
+    let mut path = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => {
+                path = Some(PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!("--config needs a path"))?))
+            }
+            other => anyhow::bail!("unknown argument {other:?} (usage: [--config PATH])"),
+        }
+    }
+    Ok(path)
+}
+
+/// Completes on SIGTERM (Kubernetes, systemd) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Prometheus metrics, owned by the service instance (no global registry, so
+//! parallel tests and several services in one process never share counters).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of the HTTP metrics. `route` is the matched route template (never
+/// the raw path, whose ids would explode cardinality and leak identifiers).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    listener: &'static str,
+    method: String,
+    route: String,
+    status: u16,
+}
+
+/// HTTP request metrics of one listener.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    listener: &'static str,
+    requests: Family<HttpLabels, Counter>,
+    duration: Family<HttpLabels, Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self::new("api")
+    }
+}
+
+impl HttpMetrics {
+    fn new(listener: &'static str) -> Self {
+        Self {
+            listener,
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 16))),
+        }
+    }
+}
+
+/// The registry of one service instance.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    api: HttpMetrics,
+    management: HttpMetrics,
+}
+
+impl Metrics {
+    /// A registry with the HTTP metrics of both listeners registered.
+    pub fn new(service: &str) -> Self {
+        let mut registry = Registry::with_labels(
+            [(std::borrow::Cow::Borrowed("service"), std::borrow::Cow::Owned(service.to_owned()))].into_iter(),
+        );
+        let api = HttpMetrics::new("api");
+        let management = HttpMetrics { listener: "management", ..api.clone() };
+        registry.register("estate_http_requests", "HTTP requests handled", api.requests.clone());
+        registry.register("estate_http_request_duration_seconds", "HTTP request handling time", api.duration.clone());
+        Self { registry: Arc::new(registry), api, management }
+    }
+
+    /// Metrics recorder for the API listener.
+    pub fn api(&self) -> HttpMetrics {
+        self.api.clone()
+    }
+
+    /// Metrics recorder for the management listener.
+    pub fn management(&self) -> HttpMetrics {
+        self.management.clone()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Middleware: count and time each request.
+pub async fn record_http_metrics(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = HttpLabels { listener: metrics.listener, method, route, status: response.status().as_u16() };
+    metrics.requests.get_or_create(&labels).inc();
+    metrics.duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,210 @@
+//! The HTTP middleware stack every Estate listener runs, outermost first:
+//!
+//! 1. [`request_context`]: a request id (a well-formed incoming
+//!    `X-Request-Id` is kept, anything else replaced) and W3C trace context
+//!    (`traceparent` continued or started), both put in a tracing span, the
+//!    request's extensions and the response headers;
+//! 2. metrics ([`crate::metrics`]);
+//! 3. [`security_headers`] on every response;
+//! 4. [`crate::problem::problem_for_bare_errors`]: every error is problem+json;
+//! 5. a whole-request timeout (503);
+//! 6. a body-size limit (413 before the body is read when `Content-Length`
+//!    says it is too big, and while streaming otherwise).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::Response;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
+
+use crate::metrics::{HttpMetrics, record_http_metrics};
+use crate::problem::problem_for_bare_errors;
+use crate::telemetry::TraceParent;
+
+/// `X-Request-Id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `traceparent` (W3C Trace Context).
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Per-request identifiers, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The request id echoed in `X-Request-Id`.
+    pub request_id: String,
+    /// This hop's trace context; pass `trace.child()` to downstream calls.
+    pub trace: TraceParent,
+}
+
+/// Limits of the common stack.
+#[derive(Debug, Clone, Copy)]
+pub struct StackLimits {
+    /// Largest request body in bytes.
+    pub body_bytes: usize,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+}
+
+/// Wrap `router` in the common stack.
+pub fn apply_stack(router: Router, limits: StackLimits, metrics: HttpMetrics) -> Router {
+    router.layer(
+        ServiceBuilder::new()
+            .layer(from_fn(request_context))
+            .layer(from_fn_with_state(metrics, record_http_metrics))
+            .layer(from_fn(security_headers))
+            .layer(from_fn(problem_for_bare_errors))
+            .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
+            .layer(RequestBodyLimitLayer::new(limits.body_bytes))
+            // axum's extractors have their own (2 MiB) default; align it.
+            .layer(DefaultBodyLimit::max(limits.body_bytes)),
+    )
+}
+
+/// A request id we accept from a client: short, and only characters that
+/// cannot break a log line or a header.
+fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
+    let s = value.to_str().ok()?;
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    ok.then(|| s.to_owned())
+}
+
+/// Middleware: request id + trace context + request span.
+pub async fn request_context(mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let request_id =
+        headers.get(&X_REQUEST_ID).and_then(acceptable_request_id).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let trace = headers
+        .get(&TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map_or_else(TraceParent::new_root, |parent| parent.child());
+
+    // Only safe, explicit fields: never headers or bodies (CONVENTIONS §9).
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+        trace_id = %trace.trace_id(),
+        span_id = %trace.span_id(),
+    );
+    request.extensions_mut().insert(RequestContext { request_id: request_id.clone(), trace });
+
+    async move {
+        let mut response = next.run(request).await;
+        let status = response.status();
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), "request failed");
+        } else {
+            tracing::info!(status = status.as_u16(), "request handled");
+        }
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+        }
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// The response headers every API response carries unless a handler set its
+/// own (e.g. an HTML login page sets a different CSP).
+fn default_security_headers() -> [(HeaderName, HeaderValue); 6] {
+    [
+        // Every Estate listener is TLS; browsers should never try plain HTTP.
+        (header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=63072000; includeSubDomains")),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        // API responses are data, not documents: nothing may load or frame them.
+        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'")),
+        // Responses may carry personal data; no shared cache keeps them.
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ]
+}
+
+/// Middleware: add [`default_security_headers`] where absent.
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    insert_if_absent(response.headers_mut(), default_security_headers());
+    response
+}
+
+fn insert_if_absent(headers: &mut HeaderMap, defaults: [(HeaderName, HeaderValue); 6]) {
+    for (name, value) in defaults {
+        headers.entry(name).or_insert(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::{get, post};
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        let router = Router::new()
+            .route("/ok", get(|| async { "ok" }))
+            .route("/echo", post(|body: axum::body::Bytes| async move { body.len().to_string() }))
+            .route(
+                "/slow",
+                get(|| async {
+                    std::future::pending::<()>().await;
+                    "never"
+                }),
+            );
+        apply_stack(
+            router,
+            StackLimits { body_bytes: 16, request_timeout: Duration::from_millis(50) },
+            HttpMetrics::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn responses_carry_security_headers_and_request_id() {
+        let response = app().oneshot(Request::get("/ok").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        for (name, value) in default_security_headers() {
+            assert_eq!(response.headers().get(&name), Some(&value), "{name}");
+        }
+        assert!(response.headers().contains_key(&X_REQUEST_ID));
+    }
+
+    #[tokio::test]
+    async fn a_wellformed_request_id_is_kept_a_hostile_one_replaced() {
+        let kept = app()
+            .oneshot(Request::get("/ok").header("x-request-id", "abc-123").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(kept.headers()[&X_REQUEST_ID], "abc-123");
+        let replaced = app()
+            .oneshot(Request::get("/ok").header("x-request-id", "a b\"c{}").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_ne!(replaced.headers()[&X_REQUEST_ID], "a b\"c{}");
+    }
+
+    #[tokio::test]
+    async fn oversize_body_is_413_problem() {
+        let response = app().oneshot(Request::post("/echo").body(Body::from(vec![b'x'; 17])).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], crate::problem::PROBLEM_JSON);
+        let ok = app().oneshot(Request::post("/echo").body(Body::from(vec![b'x'; 16])).unwrap()).await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn slow_handler_times_out_as_503_problem() {
+        let response = app().oneshot(Request::get("/slow").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], crate::problem::PROBLEM_JSON);
+    }
+}

@@ -1,0 +1,35 @@
+//! `estate-testkit`: real infrastructure for Estate's tests (CONVENTIONS §13, §16).
+//!
+//! Everything here is the real thing, started per test on free loopback
+//! ports, and stopped by handle when dropped:
+//!
+//! | type | what runs |
+//! |---|---|
+//! | [`TestPostgres`] | a throwaway PostgreSQL cluster (`initdb` + `pg_ctl`), TLS-only, password auth |
+//! | [`TestOpenBao`] | `bao server -dev` (the real OpenBao binary) with a random root token |
+//! | [`TestSiem`] | `rsyslogd -n` receiving RFC 5425 syslog over TLS into a file |
+//! | [`TestPki`] | an rcgen CA issuing leaf certificates with SPIFFE URI SANs |
+//!
+//! Nothing in this crate is used by release code paths.
+
+mod error;
+mod ports;
+mod process;
+mod tools;
+
+pub mod binary;
+pub mod openbao;
+pub mod pki;
+pub mod postgres;
+pub mod siem;
+
+pub use error::TestkitError;
+pub use openbao::TestOpenBao;
+pub use pki::{Leaf, LeafFiles, LeafSpec, TestPki, Validity};
+pub use postgres::TestPostgres;
+pub use process::process_exists;
+pub use siem::{ReceivedEvent, SiemAuth, TestSiem};
+pub use tools::workspace_root;
+
+/// How long the testkit waits for a server to become ready before failing.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

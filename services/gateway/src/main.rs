@@ -1,0 +1,5 @@
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    estate_service_kit::run_main::<estate_gateway::Application>()
+}
