@@ -1,1 +1,135 @@
-fn main() {}
+//! `cargo xtask …`: Estate's task runner.
+//!
+//! - `cargo xtask test`: install what is missing, then fmt, clippy, cargo-deny
+//!   (offline against the advisory snapshot when there is one) and every test.
+//! - `cargo xtask doctor`: list prerequisites, found or missing.
+//! - `cargo xtask prereqs`: install what is missing, nothing else.
+#![allow(clippy::print_stdout, reason = "a command-line tool talks on stdout")]
+
+mod deny;
+mod prereqs;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test      install missing prerequisites, then fmt, clippy, cargo-deny and all tests
+  doctor    list prerequisites, found or missing
+  prereqs   install missing prerequisites only";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("doctor") => {
+            if prereqs::doctor() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "some prerequisites are missing; `cargo xtask prereqs` installs them on Debian/Ubuntu"
+                ))
+            }
+        }
+        Some("prereqs") => prereqs::ensure(),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Run a command in the workspace root, inheriting stdio; fail on non-zero exit.
+pub(crate) fn run(command: &mut Command) -> Result<()> {
+    let shown = format!("{command:?}");
+    let status = command.current_dir(root()).status().with_context(|| format!("cannot run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Run a command quietly and report only whether it succeeded.
+pub(crate) fn status_ok(command: &mut Command) -> bool {
+    command
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+fn step(name: &str, timings: &mut Vec<(String, f64)>, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("\n==> {name}");
+    let started = Instant::now();
+    let result = f();
+    let seconds = started.elapsed().as_secs_f64();
+    timings.push((name.to_owned(), seconds));
+    result.with_context(|| format!("step `{name}` failed after {seconds:.1} s"))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    if let Some(unknown) = args.first() {
+        bail!("`cargo xtask test` takes no arguments (got {unknown:?})");
+    }
+    let started = Instant::now();
+    let mut timings = Vec::new();
+    step("prerequisites", &mut timings, prereqs::ensure)?;
+    step("cargo fmt --check", &mut timings, || run(cargo().args(["fmt", "--all", "--", "--check"])))?;
+    step("cargo clippy", &mut timings, || {
+        // --all-features also checks code behind optional features (testkit's `docker`).
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    step("cargo deny", &mut timings, deny::check)?;
+    step("tests", &mut timings, run_tests)?;
+    println!("\n==> timings");
+    for (name, seconds) in &timings {
+        println!("  {seconds:>7.1} s  {name}");
+    }
+    println!("  {:>7.1} s  total", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn run_tests() -> Result<()> {
+    let bao = prereqs::bao_path();
+    let mut command = cargo();
+    if prereqs::which("cargo-nextest").is_some() {
+        command.args(["nextest", "run", "--workspace", "--locked", "--no-fail-fast"]);
+    } else {
+        command.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
+    }
+    // Tell the testkit where the tools we installed are.
+    run(command.env("TESTKIT_BAO", bao))
+}

@@ -376,6 +376,16 @@ mod tests {
     }
 
     #[test]
+    fn a_mistyped_environment_override_fails_closed() {
+        figment::Jail::expect_with(|jail| {
+            // A typo must not silently leave the default in force.
+            jail.set_env("ESTATE_API__BNID", "0.0.0.0:1");
+            assert!(TestConfig::load(None).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
     fn secret_values_are_refused_and_not_echoed() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("x.toml", "[tls]\nkey = \"hunter2-super-secret\"\n")?;

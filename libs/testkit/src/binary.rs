@@ -43,7 +43,14 @@ impl ServiceProcess {
         let config_path = dir.path().join("service.toml");
         std::fs::write(&config_path, config).map_err(TestkitError::io("write config"))?;
 
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        // Hermetic: the service sees only this config, not ESTATE_* settings of whoever runs the tests.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ESTATE_") {
+                command.env_remove(&key);
+            }
+        }
+        let mut child = command
             .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())

@@ -39,7 +39,10 @@ enum Backend {
         database: String,
     },
     #[cfg(feature = "docker")]
-    Container(testcontainers::ContainerAsync<testcontainers_modules::postgres::Postgres>),
+    // Held for its Drop, which removes the container.
+    Container {
+        _container: Box<testcontainers::ContainerAsync<testcontainers_modules::postgres::Postgres>>,
+    },
 }
 
 struct LocalCluster {
@@ -175,7 +178,7 @@ impl TestPostgres {
             .username("postgres")
             .password("postgres")
             .database("postgres");
-        Ok(Self { options, backend: Backend::Container(container) })
+        Ok(Self { options, backend: Backend::Container { _container: Box::new(container) } })
     }
 }
 
@@ -306,7 +309,7 @@ impl Drop for TestPostgres {
                 .join();
             }
             #[cfg(feature = "docker")]
-            Backend::Container(_) => {}
+            Backend::Container { .. } => {}
         }
     }
 }

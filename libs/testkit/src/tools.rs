@@ -1,7 +1,7 @@
 //! Finding the real programs the testkit runs.
 //!
 //! `cargo xtask test` installs what is missing and exports where it put it
-//! (`ESTATE_BAO`, `ESTATE_PG_BINDIR`); a plain `cargo test` finds the same
+//! (`TESTKIT_BAO`, `TESTKIT_PG_BINDIR`); a plain `cargo test` finds the same
 //! programs in their usual places.
 
 use std::env;
@@ -23,9 +23,9 @@ fn on_path(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// `bao`: `$ESTATE_BAO`, else the project venv, else `PATH`.
+/// `bao`: `$TESTKIT_BAO`, else the project venv, else `PATH`.
 pub(crate) fn bao() -> Result<PathBuf, TestkitError> {
-    env::var_os("ESTATE_BAO")
+    env::var_os("TESTKIT_BAO")
         .map(PathBuf::from)
         .or_else(|| Some(workspace_root().join(".estate/tools/venv/bin/bao")).filter(|p| p.is_file()))
         .or_else(|| on_path("bao"))
@@ -46,9 +46,9 @@ pub(crate) fn rsyslogd() -> Result<PathBuf, TestkitError> {
 }
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`:
-/// `$ESTATE_PG_BINDIR`, else the newest `/usr/lib/postgresql/*/bin`, else `PATH`.
+/// `$TESTKIT_PG_BINDIR`, else the newest `/usr/lib/postgresql/*/bin`, else `PATH`.
 pub(crate) fn postgres_bindir() -> Option<PathBuf> {
-    if let Some(dir) = env::var_os("ESTATE_PG_BINDIR") {
+    if let Some(dir) = env::var_os("TESTKIT_PG_BINDIR") {
         return Some(PathBuf::from(dir));
     }
     let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")

@@ -1,0 +1,89 @@
+//! `cargo deny` against a RustSec advisory snapshot, offline (PC-11).
+//!
+//! cargo-deny looks for the database of `db-urls[0]` in
+//! `<db-path>/advisory-db-<hash of the URL>` and reads the HEAD commit time of
+//! that folder as a git repository. So we copy the snapshot (read-only in CI)
+//! there and commit it once; a marker file remembers which snapshot it holds
+//! so a second run copies nothing.
+//!
+//! Where the snapshot comes from: `$RUSTSEC_ADVISORY_DB`, else
+//! `../shared/advisory-db` beside the checkout. Without either, we run
+//! `cargo deny check` online (it fetches the live database).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::{root, run};
+
+/// Folder name cargo-deny 0.20 derives from `https://github.com/rustsec/advisory-db`
+/// (PLATFORM-NOTES, verified).
+const DB_FOLDER: &str = "advisory-db-3157b0e258782691";
+
+fn snapshot_source() -> Option<PathBuf> {
+    std::env::var_os("RUSTSEC_ADVISORY_DB")
+        .map(PathBuf::from)
+        .or_else(|| root().parent().map(|p| p.join("shared/advisory-db")))
+        .filter(|p| p.join("crates").is_dir())
+}
+
+pub(crate) fn check() -> Result<()> {
+    let Some(source) = snapshot_source() else {
+        println!(
+            "no advisory snapshot found (set RUSTSEC_ADVISORY_DB or provide ../shared/advisory-db): checking online"
+        );
+        return run(Command::new("cargo").args(["deny", "check"]));
+    };
+    let db = root().join("target/advisory-dbs").join(DB_FOLDER);
+    prepare(&source, &db)?;
+    run(Command::new("cargo").args(["deny", "--offline", "check"]))
+}
+
+fn prepare(source: &Path, db: &Path) -> Result<()> {
+    let stamp = std::fs::read_to_string(source.join("SNAPSHOT")).unwrap_or_default();
+    let marker = db.join(".estate-snapshot");
+    if db.join(".git").is_dir() && std::fs::read_to_string(&marker).is_ok_and(|m| m == stamp) {
+        println!("advisory db: snapshot already in place ({})", db.display());
+        return Ok(());
+    }
+    println!("advisory db: copying {} to {}", source.display(), db.display());
+    if db.exists() {
+        std::fs::remove_dir_all(db).with_context(|| format!("remove {}", db.display()))?;
+    }
+    std::fs::create_dir_all(db).with_context(|| format!("mkdir {}", db.display()))?;
+    copy_dir(source, db)?;
+    std::fs::write(&marker, &stamp).context("write snapshot marker")?;
+    let git = |args: &[&str]| {
+        run(Command::new("git")
+            .arg("-C")
+            .arg(db)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "estate")
+            .env("GIT_AUTHOR_EMAIL", "estate@localhost")
+            .env("GIT_COMMITTER_NAME", "estate")
+            .env("GIT_COMMITTER_EMAIL", "estate@localhost"))
+    };
+    git(&["init", "--quiet"])?;
+    git(&["add", "-A"])?;
+    git(&["commit", "--quiet", "--no-gpg-sign", "-m", "advisory snapshot"])
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(from).with_context(|| format!("read {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).with_context(|| format!("copy {}", entry.path().display()))?;
+            // The source is read-only in CI; the copy must be writable to be replaced later.
+            let mut perms = std::fs::metadata(&target)?.permissions();
+            #[allow(clippy::permissions_set_readonly_false, reason = "our own copy under target/")]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&target, perms)?;
+        }
+    }
+    Ok(())
+}
