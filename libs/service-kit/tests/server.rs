@@ -1,5 +1,6 @@
 //! A service built on the kit, over real TLS: draining on shutdown, the
 //! deadline, and what the management listener shows.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed step should panic the test")]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,6 +9,7 @@
 //! | [`TestOpenBao`] | `bao server -dev` (the real OpenBao binary) with a random root token |
 //! | [`TestSiem`] | `rsyslogd -n` receiving RFC 5425 syslog over TLS into a file |
 //! | [`TestPki`] | an rcgen CA issuing leaf certificates with SPIFFE URI SANs |
+//! | [`TestIdp`] | a standards-shaped third-party IdP (discovery, JWKS, token endpoint) over HTTPS |
 //!
 //! Nothing in this crate is used by release code paths.
 
@@ -18,12 +19,14 @@ mod process;
 mod tools;
 
 pub mod binary;
+pub mod idp;
 pub mod openbao;
 pub mod pki;
 pub mod postgres;
 pub mod siem;
 
 pub use error::TestkitError;
+pub use idp::{IdpClient, IdpKey, TestIdp};
 pub use openbao::TestOpenBao;
 pub use pki::{Leaf, LeafFiles, LeafSpec, TestPki, Validity};
 pub use postgres::TestPostgres;

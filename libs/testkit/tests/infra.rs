@@ -1,4 +1,5 @@
 //! The testkit's infrastructure is real, isolated and cleaned up.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed step should panic the test")]
 
 use std::sync::Arc;
 use std::time::Duration;
