@@ -20,7 +20,9 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test      install missing prerequisites, then fmt, clippy, cargo-deny and all tests
   doctor    list prerequisites, found or missing
-  prereqs   install missing prerequisites only";
+  prereqs   install missing prerequisites only
+  bench [tokens]
+            run benchmarks (release build) and print their figures";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
             }
         }
         Some("prereqs") => prereqs::ensure(),
+        Some("bench") => bench(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -119,6 +122,24 @@ fn test(args: &[String]) -> Result<()> {
         println!("  {seconds:>7.1} s  {name}");
     }
     println!("  {:>7.1} s  total", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Benchmarks report figures; they assert nothing (tests do that).
+fn bench(args: &[String]) -> Result<()> {
+    const BENCHES: [(&str, &str, &str); 1] = [("tokens", "estate-tokens", "verify")];
+    let wanted: Vec<&str> = args.iter().map(String::as_str).collect();
+    for (name, package, bench) in BENCHES {
+        if wanted.is_empty() || wanted.contains(&name) {
+            println!("\n==> bench {name}");
+            run(cargo()
+                .args(["bench", "--locked", "-p", package, "--bench", bench])
+                .env("TESTKIT_BAO", prereqs::bao_path()))?;
+        }
+    }
+    if let Some(unknown) = wanted.iter().find(|w| !BENCHES.iter().any(|(n, _, _)| n == *w)) {
+        bail!("unknown benchmark {unknown:?}; known: {}", BENCHES.map(|(n, _, _)| n).join(", "));
+    }
     Ok(())
 }
 

@@ -187,3 +187,18 @@ async fn bearer_layer_puts_the_token_on_every_request_and_marks_it_sensitive() {
     }
     assert_eq!(idp.token_requests(), 1);
 }
+
+#[tokio::test]
+async fn flow_relay_forwards_the_callers_own_token_unchanged() {
+    let idp = TestIdp::start().await.unwrap();
+    let user_token = idp.mint(&idp.access_claims("alice", "order-api", "payments:refund")).unwrap();
+    let verified = verifier_for(&idp, "order-api").await.verify(&user_token).await.unwrap();
+    let echo = tower::service_fn(|request: http::Request<()>| async move {
+        Ok::<_, Infallible>(request.headers().get(http::header::AUTHORIZATION).cloned())
+    });
+    let mut service =
+        ServiceBuilder::new().layer(BearerLayer::new(estate_oauth_client::RelayedToken::new(verified))).service(echo);
+    let value = service.ready().await.unwrap().call(http::Request::new(())).await.unwrap().unwrap();
+    assert_eq!(value.to_str().unwrap(), format!("Bearer {user_token}"));
+    assert_eq!(idp.token_requests(), 0, "relay never asks the authorization server");
+}

@@ -12,6 +12,8 @@
 
 mod claims;
 mod extract;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod jwks;
 mod scope;
 mod verifier;
