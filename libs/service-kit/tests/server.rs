@@ -47,6 +47,17 @@ fn parking_router(started: Arc<Notify>, release: Arc<Notify>) -> Router {
     )
 }
 
+/// Start `server`; returns its API port, a trigger that begins shutdown, and
+/// the task that reports whether it drained in time.
+fn start(server: Server) -> (u16, oneshot::Sender<()>, tokio::task::JoinHandle<bool>) {
+    let port = server.api_addr().port();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+    (port, stop_tx, running)
+}
+
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
     let f = fixture(Duration::from_secs(20));
@@ -55,11 +66,7 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
         Server::bind("kit-test", &f.config, parking_router(started.clone(), release.clone()), Readiness::default())
             .await
             .unwrap();
-    let port = server.api_addr().port();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let running = tokio::spawn(server.run_until(async move {
-        let _ = stop_rx.await;
-    }));
+    let (port, stop_tx, running) = start(server);
 
     let client = f.pki.https_client().unwrap();
     let in_flight = tokio::spawn({
@@ -96,11 +103,7 @@ async fn shutdown_gives_up_after_the_grace_period() {
     let server = Server::bind("kit-test", &f.config, parking_router(started.clone(), release), Readiness::default())
         .await
         .unwrap();
-    let port = server.api_addr().port();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let running = tokio::spawn(server.run_until(async move {
-        let _ = stop_rx.await;
-    }));
+    let (port, stop_tx, running) = start(server);
     let client = f.pki.https_client().unwrap();
     let _stuck = tokio::spawn(async move { client.get(format!("https://localhost:{port}/slow")).send().await });
     started.notified().await;
@@ -113,12 +116,9 @@ async fn management_listener_is_separate_from_the_api() {
     let f = fixture(Duration::from_secs(5));
     let api = Router::new().route("/v1/thing", get(|| async { "thing" }));
     let server = Server::bind("kit-test", &f.config, api, Readiness::default()).await.unwrap();
-    let (api_port, mgmt_port) = (server.api_addr().port(), server.management_addr().port());
+    let mgmt_port = server.management_addr().port();
+    let (api_port, stop_tx, running) = start(server);
     assert_ne!(api_port, mgmt_port);
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let running = tokio::spawn(server.run_until(async move {
-        let _ = stop_rx.await;
-    }));
     let client = f.pki.https_client().unwrap();
     let get = |port: u16, path: &str| client.get(format!("https://localhost:{port}{path}")).send();
 
