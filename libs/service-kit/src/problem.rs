@@ -5,9 +5,10 @@
 //! disclose. Internal causes are logged (with the trace id), never put here.
 //!
 //! [`problem_for_bare_errors`] is a middleware that turns any error response
-//! without a problem body (axum's own 404/405/413, tower-http's timeouts,
+//! without a JSON body (axum's own 404/405/413, tower-http's timeouts,
 //! extractor rejections that leak parser messages) into a generic problem, so
-//! nothing leaves a service in another error format.
+//! no text of the framework or a parser leaves a service. JSON error bodies a
+//! handler wrote on purpose (problem+json, RFC 6749 token errors) pass.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -96,9 +97,20 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_problem =
-        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    if is_problem {
+    // A JSON error body was written on purpose by a handler (problem+json, or
+    // a protocol's own format such as RFC 6749 §5.2 at a token endpoint):
+    // keep it. Everything else (text from the framework, extractor
+    // rejections) is replaced.
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        });
+    if is_json {
         return response;
     }
     let (parts, _body) = response.into_parts();
@@ -155,6 +167,17 @@ mod tests {
         let json = body_json(response).await;
         assert!(!json.to_string().contains("serde"), "{json}");
         assert_eq!(json["status"], 400);
+    }
+
+    #[tokio::test]
+    async fn deliberate_json_error_bodies_are_kept() {
+        let oauth_error =
+            || async { (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": "invalid_scope"}))) };
+        let app =
+            Router::new().route("/oauth", get(oauth_error)).layer(axum::middleware::from_fn(problem_for_bare_errors));
+        let response = app.oneshot(Request::get("/oauth").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(body_json(response).await["error"], "invalid_scope");
     }
 
     #[tokio::test]

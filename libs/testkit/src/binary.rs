@@ -26,9 +26,10 @@ pub struct ServiceProcess {
 
 impl ServiceProcess {
     /// Start `exe` with a generated config: both listeners on free loopback
-    /// ports, a server certificate from `pki`. Returns once the service has
+    /// ports, a server certificate from `pki`, and `service_toml` as the
+    /// body of its `[service]` section. Returns once the service has
     /// logged its `listening` event (read from its stdout, not guessed).
-    pub async fn spawn(exe: &Path, pki: &TestPki) -> Result<Self, TestkitError> {
+    pub async fn spawn(exe: &Path, pki: &TestPki, service_toml: &str) -> Result<Self, TestkitError> {
         let dir = tempfile::Builder::new().prefix("estate-svc-").tempdir().map_err(TestkitError::io("tempdir"))?;
         let files = pki.localhost_server()?.write_to(dir.path(), "server")?;
         let config = format!(
@@ -36,9 +37,10 @@ impl ServiceProcess {
              [api]\nbind = \"127.0.0.1:0\"\n\
              [management]\nbind = \"127.0.0.1:0\"\n\
              [tls]\ncert = \"{}\"\nkey = \"file:{}\"\n\
-             [service]\n",
+             [service]\n{}\n",
             files.cert.display(),
-            files.key.display()
+            files.key.display(),
+            service_toml
         );
         let config_path = dir.path().join("service.toml");
         std::fs::write(&config_path, config).map_err(TestkitError::io("write config"))?;
@@ -130,9 +132,9 @@ impl ServiceProcess {
 /// port speaks TLS (and refuses plain HTTP) and answers with problem+json and
 /// security headers; SIGTERM makes it drain and exit 0.
 #[allow(clippy::expect_used, reason = "an assertion helper: failing loudly is its job")]
-pub async fn assert_service_binary_lifecycle(exe: &str) {
+pub async fn assert_service_binary_lifecycle(exe: &str, service_toml: &str) {
     let pki = TestPki::new("binary-test").expect("test CA");
-    let service = ServiceProcess::spawn(Path::new(exe), &pki).await.expect("service starts");
+    let service = ServiceProcess::spawn(Path::new(exe), &pki, service_toml).await.expect("service starts");
     let client = pki.https_client().expect("client");
 
     let live = client

@@ -8,8 +8,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 
 use crate::TestkitError;
 
-/// A currently free TCP port on 127.0.0.1.
-pub(crate) fn free_port() -> Result<u16, TestkitError> {
+/// A currently free TCP port on 127.0.0.1. Racy by nature: whoever uses it
+/// must retry with a new one if it was taken meanwhile.
+pub fn free_port() -> Result<u16, TestkitError> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(TestkitError::io("bind 127.0.0.1:0"))?;
     let port = listener.local_addr().map_err(TestkitError::io("local_addr"))?.port();
     Ok(port)

@@ -157,6 +157,10 @@ pub enum KeyLocation {
     Discover,
     /// Use this JWKS URL directly.
     JwksUri(String),
+    /// Keys given in-process as a JWKS document (the authorization server
+    /// verifying its own tokens; client assertions against a registered key).
+    /// Replace them with [`crate::Verifier::set_static_keys`].
+    Static(serde_json::Value),
 }
 
 #[derive(Default)]
@@ -175,6 +179,7 @@ pub(crate) struct KeySource {
     state: RwLock<KeyState>,
     /// Single-flight guard and rate limit for fetches caused by unknown kids.
     last_triggered_fetch: tokio::sync::Mutex<Option<Instant>>,
+    static_jwks: RwLock<Option<serde_json::Value>>,
     min_refetch_interval: Duration,
     fetches: AtomicU64,
 }
@@ -188,12 +193,16 @@ impl KeySource {
     ) -> Arc<Self> {
         Arc::new(Self {
             issuer,
-            location,
             http,
             state: RwLock::default(),
             last_triggered_fetch: tokio::sync::Mutex::new(None),
+            static_jwks: RwLock::new(match &location {
+                KeyLocation::Static(jwks) => Some(jwks.clone()),
+                _ => None,
+            }),
             min_refetch_interval,
             fetches: AtomicU64::new(0),
+            location,
         })
     }
 
@@ -205,6 +214,16 @@ impl KeySource {
     /// Whether any key is loaded.
     pub(crate) fn has_keys(&self) -> bool {
         self.state.read().is_ok_and(|s| !s.keys.is_empty())
+    }
+
+    /// The key, when exactly one is loaded.
+    pub(crate) fn only_key(&self) -> Option<Arc<VerifierKey>> {
+        let state = self.state.read().ok()?;
+        let mut keys = state.keys.values();
+        match (keys.next(), keys.next()) {
+            (Some(only), None) => Some(only.clone()),
+            _ => None,
+        }
     }
 
     pub(crate) fn key(&self, kid: &str) -> Option<Arc<VerifierKey>> {
@@ -227,11 +246,22 @@ impl KeySource {
 
     /// Fetch keys now. On failure the previous keys stay in place.
     pub(crate) async fn refresh(&self) -> Result<(), FetchError> {
-        let jwks_uri = self.jwks_uri().await?;
-        self.fetches.fetch_add(1, Ordering::Relaxed);
-        let (body, max_age) = get_capped(&self.http, &jwks_uri).await?;
-        let set: RawJwks =
-            serde_json::from_slice(&body).map_err(|e| FetchError::Invalid { what: "JWKS", reason: e.to_string() })?;
+        let static_jwks = self.static_jwks.read().ok().and_then(|s| s.clone());
+        let (set, max_age): (RawJwks, Duration) = match static_jwks {
+            Some(jwks) => (
+                serde_json::from_value(jwks)
+                    .map_err(|e| FetchError::Invalid { what: "JWKS", reason: e.to_string() })?,
+                MAX_MAX_AGE,
+            ),
+            None => {
+                let jwks_uri = self.jwks_uri().await?;
+                self.fetches.fetch_add(1, Ordering::Relaxed);
+                let (body, max_age) = get_capped(&self.http, &jwks_uri).await?;
+                let set = serde_json::from_slice(&body)
+                    .map_err(|e| FetchError::Invalid { what: "JWKS", reason: e.to_string() })?;
+                (set, max_age)
+            }
+        };
         let mut keys = HashMap::new();
         for value in set.keys {
             let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
@@ -253,6 +283,21 @@ impl KeySource {
             state.fresh_until = Some(Instant::now() + max_age);
         }
         Ok(())
+    }
+
+    /// Replace in-process keys (only for [`KeyLocation::Static`]).
+    pub(crate) async fn set_static(&self, jwks: serde_json::Value) -> Result<(), FetchError> {
+        if !matches!(self.location, KeyLocation::Static(_)) {
+            return Err(FetchError::Invalid { what: "JWKS", reason: "keys are fetched, not static".into() });
+        }
+        if let Ok(mut slot) = self.static_jwks.write() {
+            *slot = Some(jwks);
+        }
+        self.refresh().await
+    }
+
+    pub(crate) fn is_static(&self) -> bool {
+        matches!(self.location, KeyLocation::Static(_))
     }
 
     async fn jwks_uri(&self) -> Result<String, FetchError> {
@@ -317,6 +362,9 @@ impl KeySource {
 
 /// Keep the keys fresh in the background until the source is dropped.
 pub(crate) fn spawn_refresher(source: &Arc<KeySource>) {
+    if source.is_static() {
+        return;
+    }
     let weak: Weak<KeySource> = Arc::downgrade(source);
     tokio::spawn(async move {
         let mut backoff = Duration::from_secs(1);

@@ -59,6 +59,10 @@ pub struct VerifierConfig {
     pub min_refetch_interval: Duration,
     /// Extra CA certificates (PEM) trusted for the IdP; `None` uses the system roots.
     pub ca_pem: Option<String>,
+    /// Refuse tokens without `kid`. Turn off only where exactly one key can
+    /// verify (client assertions against the one registered key): a token
+    /// without `kid` is then checked against that key.
+    pub require_kid: bool,
 }
 
 impl VerifierConfig {
@@ -77,6 +81,7 @@ impl VerifierConfig {
             cache_capacity: 10_000,
             min_refetch_interval: Duration::from_secs(10),
             ca_pem: None,
+            require_kid: true,
         }
     }
 }
@@ -217,6 +222,11 @@ impl Verifier {
         self.inner.keys.refresh().await
     }
 
+    /// Replace the keys of a verifier built with [`KeyLocation::Static`].
+    pub async fn set_static_keys(&self, jwks: serde_json::Value) -> Result<(), crate::jwks::FetchError> {
+        self.inner.keys.set_static(jwks).await
+    }
+
     /// Verify `token`; see the module docs for the order of checks.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         let config = &self.inner.config;
@@ -246,16 +256,10 @@ impl Verifier {
         let Some(validation) = self.inner.validation.get(&header.alg) else {
             return Err(TokenError::AlgorithmNotAllowed);
         };
-        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
-        let key = match self.inner.keys.key(kid) {
-            Some(key) => key,
-            None => {
-                self.inner.keys.refetch_for_unknown_kid().await;
-                if !self.inner.keys.has_keys() {
-                    return Err(TokenError::KeysUnavailable);
-                }
-                self.inner.keys.key(kid).ok_or(TokenError::UnknownKey)?
-            }
+        let key = match header.kid.as_deref() {
+            Some(kid) => self.key_for(kid).await?,
+            None if !config.require_kid => self.inner.keys.only_key().ok_or(TokenError::UnknownKey)?,
+            None => return Err(TokenError::UnknownKey),
         };
         if !key.permits(header.alg) {
             return Err(TokenError::KeyAlgorithmMismatch);
@@ -273,6 +277,18 @@ impl Verifier {
         }
         self.remember(cache_key, &verified, now);
         Ok(verified)
+    }
+
+    /// The key named `kid`, refetching (rate-limited) when it is unknown.
+    async fn key_for(&self, kid: &str) -> Result<std::sync::Arc<crate::jwks::VerifierKey>, TokenError> {
+        if let Some(key) = self.inner.keys.key(kid) {
+            return Ok(key);
+        }
+        self.inner.keys.refetch_for_unknown_kid().await;
+        if !self.inner.keys.has_keys() {
+            return Err(TokenError::KeysUnavailable);
+        }
+        self.inner.keys.key(kid).ok_or(TokenError::UnknownKey)
     }
 
     fn cached(&self, key: &[u8; 32]) -> Option<VerifiedToken> {

@@ -1,17 +1,40 @@
-//! `auth`: the OAuth 2.1 / OIDC authorization server (discovery, JWKS, token endpoint — issue 4).
+//! `auth`: Estate's OAuth 2.1 / OIDC authorization server.
 //!
-//! Today the service is its skeleton: the shared runtime from
-//! `estate-service-kit` (TLS API listener, management listener with health
-//! and metrics, JSON logs, graceful shutdown) around an API router that has no
-//! routes yet, so every API path answers a problem+json 404.
+//! Implemented so far: discovery (RFC 8414 and OIDC), the JWKS, and the token
+//! endpoint with `client_credentials` (clients authenticated by
+//! `private_key_jwt` or `client_secret_basic`) and token exchange (RFC 8693)
+//! under a configured policy. Access tokens are ES256 JWTs per RFC 9068 with
+//! a lifetime of at most 300 s (exchanged: 60 s).
+//!
+//! Modules: [`settings`] (configuration), [`keys`] (signing keys),
+//! [`clients`] (client authentication), [`grants`] (what is issued under
+//! which rules), [`endpoints`] (HTTP), [`oauth_error`] (RFC 6749 errors).
+
+pub mod clients;
+pub mod endpoints;
+pub mod grants;
+pub mod keys;
+pub mod oauth_error;
+pub mod settings;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::Router;
+use anyhow::{Context, bail};
 use estate_service_kit::management::Readiness;
-use estate_service_kit::{Config, NoServiceSettings, Server, Service};
+use estate_service_kit::secret::resolve_local;
+use estate_service_kit::{Config, Server, Service};
+use estate_tokens::jwks::KeyLocation;
+use estate_tokens::{Verifier, VerifierConfig};
+use secrecy::ExposeSecret;
 
-/// A built `auth` service: listeners bound, not yet serving.
+use crate::clients::ClientRegistry;
+use crate::endpoints::AuthState;
+use crate::grants::Issuer;
+use crate::keys::{KeyRing, SigningKey};
+use crate::settings::{AuthSettings, MAX_ACCESS_TOKEN_TTL_SECS, MAX_EXCHANGED_TOKEN_TTL_SECS};
+
+/// A built authorization server: listeners bound, not yet serving.
 pub struct Application {
     server: Server,
 }
@@ -30,10 +53,12 @@ impl Application {
 
 impl Service for Application {
     const NAME: &'static str = "auth";
-    type Settings = NoServiceSettings;
+    type Settings = AuthSettings;
 
     async fn build(config: Config<Self::Settings>) -> anyhow::Result<Self> {
-        let server = Server::bind(Self::NAME, &config, api_router(), Readiness::default()).await?;
+        let state = build_state(&config.service).await?;
+        let server =
+            Server::bind(Self::NAME, &config, endpoints::router(Arc::new(state)), Readiness::default()).await?;
         Ok(Self { server })
     }
 
@@ -42,6 +67,47 @@ impl Service for Application {
     }
 }
 
-fn api_router() -> Router {
-    Router::new()
+async fn build_state(settings: &AuthSettings) -> anyhow::Result<AuthState> {
+    if settings.access_token_ttl_secs == 0 || settings.access_token_ttl_secs > MAX_ACCESS_TOKEN_TTL_SECS {
+        bail!("access_token_ttl_secs must be 1..={MAX_ACCESS_TOKEN_TTL_SECS}");
+    }
+    if settings.exchanged_token_ttl_secs == 0 || settings.exchanged_token_ttl_secs > MAX_EXCHANGED_TOKEN_TTL_SECS {
+        bail!("exchanged_token_ttl_secs must be 1..={MAX_EXCHANGED_TOKEN_TTL_SECS}");
+    }
+    let issuer = settings.issuer.trim_end_matches('/').to_owned();
+    let key = match (&settings.signing_key, settings.dev_generated_signing_key) {
+        (Some(reference), _) => {
+            let pem = resolve_local(reference).context("signing key")?;
+            SigningKey::from_pem(pem.expose_secret())?
+        }
+        (None, true) => SigningKey::generate()?,
+        (None, false) => bail!("no signing key: set service.signing_key (or dev_generated_signing_key in development)"),
+    };
+    let keys = KeyRing::new(key);
+    let token_endpoint = format!("{issuer}/token");
+    let clients = ClientRegistry::new(&settings.clients, &issuer, &token_endpoint).await?;
+
+    // Subject tokens are our own: verify them with our own keys, in-process.
+    let mut audiences: Vec<&str> =
+        settings.clients.iter().flat_map(|c| c.audiences.iter().map(String::as_str)).collect();
+    audiences.extend(settings.exchange.iter().flat_map(|p| p.subject_audiences.iter().map(String::as_str)));
+    audiences.sort_unstable();
+    audiences.dedup();
+    if audiences.is_empty() {
+        audiences.push(issuer.as_str());
+    }
+    let mut subject_config = VerifierConfig::new(issuer.clone(), &audiences);
+    subject_config.keys = KeyLocation::Static(keys.jwks());
+    let subject_verifier = Verifier::new(subject_config).await?;
+
+    let metadata = endpoints::metadata(&issuer);
+    let issuer = Issuer::new(
+        issuer,
+        keys,
+        settings.access_token_ttl_secs,
+        settings.exchanged_token_ttl_secs,
+        settings.exchange.clone(),
+        subject_verifier,
+    );
+    Ok(AuthState { issuer, clients, metadata })
 }

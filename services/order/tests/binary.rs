@@ -3,5 +3,5 @@
 
 #[tokio::test]
 async fn binary_serves_health_and_tls_api_and_exits_0_on_sigterm() {
-    estate_testkit::binary::assert_service_binary_lifecycle(env!("CARGO_BIN_EXE_order")).await;
+    estate_testkit::binary::assert_service_binary_lifecycle(env!("CARGO_BIN_EXE_order"), "").await;
 }

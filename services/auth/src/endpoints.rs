@@ -1,0 +1,101 @@
+//! HTTP endpoints. Handlers only translate: parse the request, call the
+//! client registry and the issuer, map the result.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Form, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::{HeaderMap, HeaderValue, header};
+use serde_json::{Value, json};
+
+use crate::clients::{ClientRegistry, FormParams};
+use crate::grants::Issuer;
+use crate::oauth_error::OAuthError;
+
+/// Everything the endpoints need.
+pub struct AuthState {
+    /// Issues tokens.
+    pub issuer: Issuer,
+    /// Authenticates clients.
+    pub clients: ClientRegistry,
+    /// The RFC 8414 / OIDC discovery document.
+    pub metadata: Value,
+}
+
+/// The public router.
+pub fn router(state: Arc<AuthState>) -> Router {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/.well-known/oauth-authorization-server", get(discovery))
+        .route("/jwks", get(jwks))
+        .route("/token", post(token))
+        .with_state(state)
+}
+
+/// The discovery metadata for `issuer`: only what this server really supports.
+pub fn metadata(issuer: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "grant_types_supported": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+        "scopes_supported": estate_tokens::Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+    })
+}
+
+async fn discovery(State(state): State<Arc<AuthState>>) -> Response {
+    let mut response = Json(state.metadata.clone()).into_response();
+    // Public, rarely changing: clients may cache it (overrides the kit's no-store).
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    response
+}
+
+async fn jwks(State(state): State<Arc<AuthState>>) -> Response {
+    let mut response = Json(state.issuer.keys().jwks()).into_response();
+    // Short enough that a newly published key is seen well before it signs.
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}
+
+async fn token(
+    State(state): State<Arc<AuthState>>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let Ok(Form(pairs)) = form else {
+        return OAuthError::InvalidRequest("expected an application/x-www-form-urlencoded body").into_response();
+    };
+    let form = FormParams::new(pairs);
+    match handle_token(&state, &headers, &form).await {
+        Ok(response) => {
+            let mut response = Json(response).into_response();
+            response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn handle_token(
+    state: &AuthState,
+    headers: &HeaderMap,
+    form: &FormParams,
+) -> Result<crate::grants::TokenResponse, OAuthError> {
+    let grant_type = form.single("grant_type")?.ok_or(OAuthError::InvalidRequest("grant_type missing"))?;
+    let client = state.clients.authenticate(headers, form).await.inspect_err(|_| {
+        tracing::info!(grant_type, "client authentication failed");
+    })?;
+    match grant_type {
+        "client_credentials" => state.issuer.client_credentials(client, form),
+        "urn:ietf:params:oauth:grant-type:token-exchange" => state.issuer.exchange(client, form).await,
+        _ => Err(OAuthError::UnsupportedGrantType),
+    }
+}

@@ -1,0 +1,159 @@
+//! The `[service]` section of the authorization server's configuration:
+//! who the clients are, how they authenticate, what they may ask for, and
+//! which client may exchange which tokens (RFC 8693 policy).
+//!
+//! ```toml
+//! [service]
+//! issuer = "https://auth.estate.local"
+//! signing_key = "file:/run/secrets/auth-signing-key.pem"
+//!
+//! [[service.clients]]
+//! client_id = "order-svc"
+//! auth = { method = "private_key_jwt", public_key_file = "/etc/estate/clients/order-svc.pub.pem" }
+//! grant_types = ["client_credentials", "token_exchange"]
+//! scopes = ["inventory:read", "inventory:reserve"]
+//! audiences = ["inventory-api"]
+//!
+//! [[service.exchange]]
+//! actor = "order-svc"               # the client that exchanges
+//! subject_audiences = ["order-api"] # tokens it may present as subject_token
+//! audiences = ["payment-api"]       # what it may ask for
+//! scopes = ["payments:authorize"]
+//! ```
+
+use std::path::PathBuf;
+
+use estate_service_kit::{DevSettings, SecretRef};
+use serde::{Deserialize, Serialize};
+
+/// Longest access-token lifetime allowed (ARCHITECTURE §2).
+pub const MAX_ACCESS_TOKEN_TTL_SECS: u64 = 300;
+/// Longest exchanged-token lifetime allowed.
+pub const MAX_EXCHANGED_TOKEN_TTL_SECS: u64 = 60;
+
+/// The authorization server's own settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The issuer identifier: the exact `iss` of every token and the base of
+    /// every endpoint URL published in discovery.
+    pub issuer: String,
+    /// The ES256 signing key (PKCS#8 PEM).
+    #[serde(default)]
+    pub signing_key: Option<SecretRef>,
+    /// Generate a throwaway signing key at startup. Development only.
+    #[serde(default)]
+    pub dev_generated_signing_key: bool,
+    /// Access-token lifetime in seconds (≤ 300).
+    #[serde(default = "default_access_ttl")]
+    pub access_token_ttl_secs: u64,
+    /// Exchanged-token lifetime in seconds (≤ 60).
+    #[serde(default = "default_exchanged_ttl")]
+    pub exchanged_token_ttl_secs: u64,
+    /// Registered clients.
+    #[serde(default)]
+    pub clients: Vec<ClientSettings>,
+    /// Token-exchange policy: who may act for whom.
+    #[serde(default)]
+    pub exchange: Vec<ExchangePolicy>,
+}
+
+fn default_access_ttl() -> u64 {
+    MAX_ACCESS_TOKEN_TTL_SECS
+}
+
+fn default_exchanged_ttl() -> u64 {
+    MAX_EXCHANGED_TOKEN_TTL_SECS
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "https://localhost:8443".to_owned(),
+            signing_key: None,
+            dev_generated_signing_key: false,
+            access_token_ttl_secs: default_access_ttl(),
+            exchanged_token_ttl_secs: default_exchanged_ttl(),
+            clients: Vec::new(),
+            exchange: Vec::new(),
+        }
+    }
+}
+
+impl DevSettings for AuthSettings {
+    fn dev_settings(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if self.dev_generated_signing_key {
+            found.push("service.dev_generated_signing_key = true".to_owned());
+        }
+        if !self.issuer.starts_with("https://") {
+            found.push("service.issuer is not https".to_owned());
+        }
+        found
+    }
+}
+
+/// One OAuth client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// The client id.
+    pub client_id: String,
+    /// How it authenticates at the token endpoint.
+    pub auth: ClientAuthSettings,
+    /// Grants it may use.
+    pub grant_types: Vec<GrantType>,
+    /// Scopes it may request for itself (client credentials).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Audiences (RFC 8707 resources) it may request for itself.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+}
+
+/// Client authentication methods (RFC 6749 §2.3, RFC 7523).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientAuthSettings {
+    /// RFC 7523 assertion signed with the key whose public half is in this PEM file.
+    PrivateKeyJwt {
+        /// Public key (SubjectPublicKeyInfo PEM, EC P-256).
+        public_key_file: PathBuf,
+        /// The `kid` the client puts in its assertions; unset: the key's RFC
+        /// 7638 thumbprint. Assertions without `kid` are accepted either way
+        /// (there is exactly one registered key).
+        #[serde(default)]
+        kid: Option<String>,
+    },
+    /// HTTP Basic. The server stores only the SHA-256 of the secret (hex):
+    /// secrets are random 256-bit values, so a fast digest is enough and no
+    /// slow password hash sits on the token path (ARCHITECTURE §2).
+    ClientSecretBasic {
+        /// Lowercase hex SHA-256 of the secret.
+        secret_sha256: String,
+    },
+}
+
+/// Grants a client may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    /// `client_credentials`.
+    ClientCredentials,
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    TokenExchange,
+}
+
+/// One token-exchange permission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangePolicy {
+    /// The client that exchanges (becomes `act.sub`).
+    pub actor: String,
+    /// The subject token must carry one of these audiences.
+    pub subject_audiences: Vec<String>,
+    /// Audiences the actor may request.
+    pub audiences: Vec<String>,
+    /// Scopes the actor may request (further limited by the subject token's own).
+    pub scopes: Vec<String>,
+}

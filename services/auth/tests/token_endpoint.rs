@@ -1,0 +1,458 @@
+//! The authorization server over real TLS: discovery, JWKS, client
+//! authentication, client credentials and token exchange — each rule with a
+//! refused case and a working one. Tokens are checked with `estate-tokens`
+//! (discovery against this very server) and fetched with `estate-oauth-client`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed step should panic the test")]
+
+use estate_auth::Application;
+use estate_oauth_client::{ClientAuth, ClientCredentialsSource, OAuthClient, TokenSource};
+use estate_service_kit::Service;
+use estate_service_kit::config::Config;
+use estate_testkit::{TestIdp, TestPki, free_port};
+use estate_tokens::{Scope, Verifier, VerifierConfig};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+const READER_SECRET: &str = "4f1b7c0e9d2a3b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e";
+const PAYMENT_SECRET: &str = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180706f5e4d3c2b1a09f8e7d6c5b";
+const ALICE_SECRET: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
+fn sha256_hex(secret: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+struct TestAuth {
+    issuer: String,
+    pki: TestPki,
+    order_key: rcgen::KeyPair,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _stop: oneshot::Sender<()>,
+}
+
+impl TestAuth {
+    async fn start() -> Self {
+        let pki = TestPki::new("auth").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = pki.localhost_server().unwrap().write_to(dir.path(), "server").unwrap();
+        let order_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let order_pub = dir.path().join("order-svc.pub.pem");
+        std::fs::write(&order_pub, order_key.public_key_pem()).unwrap();
+
+        // The issuer URL must be known before the listener binds: pick a free
+        // port, and try again with another if someone takes it meanwhile.
+        for _ in 0..5 {
+            let port = free_port().unwrap();
+            let issuer = format!("https://localhost:{port}");
+            let config_toml = format!(
+                r#"
+                [api]
+                bind = "127.0.0.1:{port}"
+                [management]
+                bind = "127.0.0.1:0"
+                [tls]
+                cert = "{cert}"
+                key = "file:{key}"
+                [service]
+                issuer = "{issuer}"
+                dev_generated_signing_key = true
+
+                [[service.clients]]
+                client_id = "inventory-reader"
+                auth = {{ method = "client_secret_basic", secret_sha256 = "{reader}" }}
+                grant_types = ["client_credentials"]
+                scopes = ["inventory:read"]
+                audiences = ["inventory-api"]
+
+                [[service.clients]]
+                client_id = "order-svc"
+                auth = {{ method = "private_key_jwt", public_key_file = "{order_pub}", kid = "order-key" }}
+                grant_types = ["client_credentials", "token_exchange"]
+                scopes = ["inventory:read", "inventory:reserve"]
+                audiences = ["inventory-api"]
+
+                [[service.clients]]
+                client_id = "payment-svc"
+                auth = {{ method = "client_secret_basic", secret_sha256 = "{payment}" }}
+                grant_types = ["client_credentials", "token_exchange"]
+                scopes = []
+                audiences = []
+
+                [[service.clients]]
+                client_id = "alice-app"
+                auth = {{ method = "client_secret_basic", secret_sha256 = "{alice}" }}
+                grant_types = ["client_credentials"]
+                scopes = ["orders:read", "orders:write", "payments:authorize"]
+                audiences = ["order-api", "inventory-api"]
+
+                [[service.exchange]]
+                actor = "order-svc"
+                subject_audiences = ["order-api"]
+                audiences = ["payment-api"]
+                scopes = ["payments:authorize", "payments:refund"]
+                "#,
+                cert = files.cert.display(),
+                key = files.key.display(),
+                order_pub = order_pub.display(),
+                reader = sha256_hex(READER_SECRET),
+                payment = sha256_hex(PAYMENT_SECRET),
+                alice = sha256_hex(ALICE_SECRET),
+            );
+            let path = dir.path().join("auth.toml");
+            std::fs::write(&path, config_toml).unwrap();
+            let figment = Config::<estate_auth::settings::AuthSettings>::figment(Some(&path));
+            let config = Config::from_figment(figment).unwrap();
+            let Ok(app) = Application::build(config).await else { continue };
+            let (stop, stop_rx) = oneshot::channel::<()>();
+            tokio::spawn(app.run_until(async move {
+                let _ = stop_rx.await;
+            }));
+            let http = pki.https_client().unwrap();
+            return Self { issuer, pki, order_key, http, _dir: dir, _stop: stop };
+        }
+        panic!("could not start the auth server on a free port");
+    }
+
+    fn token_endpoint(&self) -> String {
+        format!("{}/token", self.issuer)
+    }
+
+    async fn post_token(&self, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> (StatusCode, Value) {
+        let mut request = self.http.post(self.token_endpoint()).form(form);
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, Some(secret));
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn verifier(&self, audience: &str) -> Verifier {
+        let mut config = VerifierConfig::new(self.issuer.clone(), &[audience]);
+        config.ca_pem = Some(self.pki.ca_pem());
+        Verifier::new(config).await.unwrap()
+    }
+
+    fn order_client(&self) -> OAuthClient {
+        let auth =
+            ClientAuth::private_key_jwt("order-svc", "order-key", &SecretString::from(self.order_key.serialize_pem()))
+                .unwrap();
+        OAuthClient::new(&self.token_endpoint(), auth, Some(&self.pki.ca_pem())).unwrap()
+    }
+
+    /// A client assertion signed with order-svc's key, with claims tweaked by `adjust`.
+    fn assertion(&self, adjust: impl FnOnce(&mut Value)) -> String {
+        let now = estate_testkit::idp::now();
+        let mut claims = json!({
+            "iss": "order-svc", "sub": "order-svc", "aud": self.token_endpoint(),
+            "jti": uuid::Uuid::new_v4().to_string(), "iat": now, "exp": now + 60,
+        });
+        adjust(&mut claims);
+        let key = EncodingKey::from_ec_der(&self.order_key.serialize_der());
+        jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap()
+    }
+
+    async fn post_with_assertion(&self, assertion: &str) -> (StatusCode, Value) {
+        self.post_token(
+            None,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                ("client_assertion", assertion),
+            ],
+        )
+        .await
+    }
+
+    /// A token whose subject is `alice-app`, for `order-api` (the subject token of exchanges).
+    async fn alice_token(&self, scope: &str) -> String {
+        let (status, body) = self
+            .post_token(
+                Some(("alice-app", ALICE_SECRET)),
+                &[("grant_type", "client_credentials"), ("scope", scope), ("resource", "order-api")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn exchange(
+        &self,
+        basic: Option<(&str, &str)>,
+        subject: &str,
+        audience: &str,
+        scope: &str,
+    ) -> (StatusCode, Value) {
+        let mut form = vec![
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            ("subject_token", subject),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+            ("audience", audience),
+        ];
+        if !scope.is_empty() {
+            form.push(("scope", scope));
+        }
+        self.post_token(basic, &form).await
+    }
+
+    async fn exchange_as_order(&self, subject: &str, audience: &str, scope: &str) -> Result<String, String> {
+        match self.order_client().exchange(&SecretString::from(subject.to_owned()), audience, scope).await {
+            Ok(issued) => Ok(issued.access_token.expose_secret().to_owned()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}
+
+// ------------------------------------------------------------------ discovery and keys
+
+#[tokio::test]
+async fn discovery_documents_name_the_issuer_and_its_endpoints() {
+    let auth = TestAuth::start().await;
+    for path in ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"] {
+        let doc: Value = auth.http.get(format!("{}{path}", auth.issuer)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(doc["issuer"], auth.issuer, "{path}");
+        assert_eq!(doc["token_endpoint"], auth.token_endpoint());
+        assert_eq!(doc["jwks_uri"], format!("{}/jwks", auth.issuer));
+        assert!(doc["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&json!("private_key_jwt")));
+    }
+}
+
+#[tokio::test]
+async fn jwks_publishes_the_signing_key_with_cache_headers_and_no_private_parts() {
+    let auth = TestAuth::start().await;
+    let response = auth.http.get(format!("{}/jwks", auth.issuer)).send().await.unwrap();
+    assert_eq!(response.headers()["cache-control"], "public, max-age=300");
+    let jwks: Value = response.json().await.unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()),
+        (Some("EC"), Some("P-256"), Some("ES256"))
+    );
+    assert!(key.get("d").is_none(), "private key material published");
+}
+
+// ------------------------------------------------------------------ client credentials
+
+#[tokio::test]
+async fn pc02_issued_tokens_verify_by_discovery_and_live_at_most_300_seconds() {
+    let auth = TestAuth::start().await;
+    let (status, body) =
+        auth.post_token(Some(("inventory-reader", READER_SECRET)), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(body["expires_in"].as_u64().unwrap() <= 300);
+    let token = auth.verifier("inventory-api").await.verify(body["access_token"].as_str().unwrap()).await.unwrap();
+    assert_eq!(token.subject().as_str(), "inventory-reader");
+    assert_eq!(token.client_id().unwrap().as_str(), "inventory-reader");
+    assert!(token.scopes().contains(Scope::InventoryRead));
+    assert!(token.expires_at() - token.issued_at() <= 300, "TTL ≤ 300 s");
+    assert!(token.jti().is_some());
+}
+
+#[tokio::test]
+async fn flow_cc_private_key_jwt_client_gets_cached_tokens_from_the_real_server() {
+    let auth = TestAuth::start().await;
+    let source = ClientCredentialsSource::new(auth.order_client(), "inventory:reserve", Some("inventory-api"));
+    let first = source.token().await.unwrap();
+    let second = source.token().await.unwrap();
+    assert_eq!(first.expose_secret(), second.expose_secret(), "cached");
+    let token = auth.verifier("inventory-api").await.verify(first.expose_secret()).await.unwrap();
+    assert_eq!(token.subject().as_str(), "order-svc");
+    assert!(token.scopes().contains(Scope::InventoryReserve));
+    assert!(!token.scopes().contains(Scope::InventoryRead), "only what was asked for");
+}
+
+#[tokio::test]
+async fn a_wrong_secret_and_an_unknown_client_get_the_same_invalid_client() {
+    let auth = TestAuth::start().await;
+    let wrong = auth.post_token(Some(("inventory-reader", "wrong")), &[("grant_type", "client_credentials")]).await;
+    let unknown = auth.post_token(Some(("nobody", "wrong")), &[("grant_type", "client_credentials")]).await;
+    let missing = auth.post_token(None, &[("grant_type", "client_credentials")]).await;
+    for (status, body) in [&wrong, &unknown, &missing] {
+        assert_eq!(*status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"], "invalid_client");
+    }
+    assert_eq!(wrong.1, unknown.1, "no client enumeration");
+    // A secret client cannot authenticate with an assertion-less Basic of another method's client.
+    let method_confusion =
+        auth.post_token(Some(("order-svc", "anything")), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(method_confusion.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_replayed_client_assertion_is_refused() {
+    let auth = TestAuth::start().await;
+    let assertion = auth.assertion(|_| {});
+    assert_eq!(auth.post_with_assertion(&assertion).await.0, StatusCode::OK);
+    let (status, body) = auth.post_with_assertion(&assertion).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+}
+
+#[tokio::test]
+async fn expired_long_lived_misaddressed_or_impersonating_assertions_are_refused() {
+    let auth = TestAuth::start().await;
+    let now = estate_testkit::idp::now();
+    type Adjust = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Adjust)> = vec![
+        ("expired", Box::new(move |c| c["exp"] = json!(now - 120))),
+        ("lives an hour", Box::new(move |c| c["exp"] = json!(now + 3600))),
+        ("wrong audience", Box::new(|c| c["aud"] = json!("https://other.example/token"))),
+        ("sub is another client", Box::new(|c| c["sub"] = json!("inventory-reader"))),
+        (
+            "no jti",
+            Box::new(|c| {
+                c.as_object_mut().unwrap().remove("jti");
+            }),
+        ),
+    ];
+    for (name, adjust) in cases {
+        let (status, _) = auth.post_with_assertion(&auth.assertion(adjust)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn an_assertion_signed_with_another_key_is_refused() {
+    let auth = TestAuth::start().await;
+    let thief = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let now = estate_testkit::idp::now();
+    let claims = json!({"iss": "order-svc", "sub": "order-svc", "aud": auth.token_endpoint(), "jti": "x", "iat": now, "exp": now + 60});
+    let forged = jsonwebtoken::encode(
+        &Header::new(Algorithm::ES256),
+        &claims,
+        &EncodingKey::from_ec_der(&thief.serialize_der()),
+    )
+    .unwrap();
+    assert_eq!(auth.post_with_assertion(&forged).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn scope_escalation_is_invalid_scope() {
+    let auth = TestAuth::start().await;
+    let reader = Some(("inventory-reader", READER_SECRET));
+    for scope in ["inventory:reserve", "inventory:read inventory:reserve", "admin:*", "inventory:*", "nonsense"] {
+        let (status, body) = auth.post_token(reader, &[("grant_type", "client_credentials"), ("scope", scope)]).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")), "{scope}");
+    }
+    let (status, _) =
+        auth.post_token(reader, &[("grant_type", "client_credentials"), ("scope", "inventory:read")]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_audience_outside_the_registration_is_invalid_target() {
+    let auth = TestAuth::start().await;
+    let reader = Some(("inventory-reader", READER_SECRET));
+    let (status, body) =
+        auth.post_token(reader, &[("grant_type", "client_credentials"), ("resource", "payment-api")]).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_target")));
+}
+
+#[tokio::test]
+async fn malformed_requests_get_rfc6749_errors_not_crashes() {
+    let auth = TestAuth::start().await;
+    let reader = Some(("inventory-reader", READER_SECRET));
+    let repeated = auth
+        .post_token(reader, &[("grant_type", "client_credentials"), ("scope", "inventory:read"), ("scope", "x")])
+        .await;
+    assert_eq!(repeated.1["error"], "invalid_request");
+    let password = auth.post_token(reader, &[("grant_type", "password"), ("username", "a"), ("password", "b")]).await;
+    assert_eq!(password.1["error"], "unsupported_grant_type");
+    let no_grant = auth.post_token(reader, &[]).await;
+    assert_eq!(no_grant.1["error"], "invalid_request");
+    let json_body =
+        auth.http.post(auth.token_endpoint()).json(&json!({"grant_type": "client_credentials"})).send().await.unwrap();
+    assert_eq!(json_body.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_body.headers()["cache-control"], "no-store");
+}
+
+// ------------------------------------------------------------------ token exchange (FLOW-TX)
+
+#[tokio::test]
+async fn flow_tx_exchange_narrows_audience_and_scope_names_the_actor_and_lives_at_most_60_seconds() {
+    let auth = TestAuth::start().await;
+    let subject = auth.alice_token("orders:write payments:authorize").await;
+    let exchanged = auth.exchange_as_order(&subject, "payment-api", "payments:authorize").await.unwrap();
+    let token = auth.verifier("payment-api").await.verify(&exchanged).await.unwrap();
+    assert_eq!(token.subject().as_str(), "alice-app", "the user stays the subject");
+    assert_eq!(token.audiences(), ["payment-api"]);
+    assert_eq!(token.scopes().to_string(), "payments:authorize");
+    assert_eq!(token.actor().unwrap().sub().as_str(), "order-svc");
+    assert_eq!(token.client_id().unwrap().as_str(), "order-svc");
+    assert!(token.expires_at() - token.issued_at() <= 60, "exchanged TTL ≤ 60 s");
+    // The exchanged token is not valid for the subject's original audience.
+    assert!(auth.verifier("order-api").await.verify(&exchanged).await.is_err());
+}
+
+#[tokio::test]
+async fn flow_tx_a_client_not_allowed_to_act_is_refused() {
+    let auth = TestAuth::start().await;
+    let subject = auth.alice_token("orders:write payments:authorize").await;
+    // Has the grant, but no policy lets it act.
+    let (status, body) =
+        auth.exchange(Some(("payment-svc", PAYMENT_SECRET)), &subject, "payment-api", "payments:authorize").await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unauthorized_client")));
+    // Does not even have the grant.
+    let (_, body) =
+        auth.exchange(Some(("inventory-reader", READER_SECRET)), &subject, "payment-api", "payments:authorize").await;
+    assert_eq!(body["error"], "unauthorized_client");
+    // The allowed actor, towards an audience outside its policy.
+    assert!(auth.exchange_as_order(&subject, "inventory-api", "inventory:reserve").await.is_err());
+}
+
+#[tokio::test]
+async fn flow_tx_an_exchange_never_adds_scopes() {
+    let auth = TestAuth::start().await;
+    let subject = auth.alice_token("orders:write payments:authorize").await;
+    // In the policy but not in the subject token.
+    let error = auth.exchange_as_order(&subject, "payment-api", "payments:refund").await.unwrap_err();
+    assert!(error.contains("invalid_scope"), "{error}");
+    // In the subject token but not in the policy.
+    let error = auth.exchange_as_order(&subject, "payment-api", "orders:write").await.unwrap_err();
+    assert!(error.contains("invalid_scope"), "{error}");
+}
+
+#[tokio::test]
+async fn flow_tx_forged_foreign_or_wrong_audience_subject_tokens_are_refused() {
+    let auth = TestAuth::start().await;
+    // Signed by another issuer.
+    let idp = TestIdp::start().await.unwrap();
+    let foreign = idp.mint(&idp.access_claims("alice-app", "order-api", "payments:authorize")).unwrap();
+    assert!(
+        auth.exchange_as_order(&foreign, "payment-api", "payments:authorize")
+            .await
+            .unwrap_err()
+            .contains("invalid_grant")
+    );
+    // Tampered.
+    let real = auth.alice_token("orders:write payments:authorize").await;
+    let mut parts: Vec<String> = real.split('.').map(str::to_owned).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    let tampered = parts.join(".");
+    assert!(auth.exchange_as_order(&tampered, "payment-api", "payments:authorize").await.is_err());
+    // A genuine token, but for an audience no policy lets order-svc exchange.
+    let (_, body) = auth
+        .post_token(
+            Some(("alice-app", ALICE_SECRET)),
+            &[("grant_type", "client_credentials"), ("scope", "payments:authorize"), ("resource", "inventory-api")],
+        )
+        .await;
+    let inventory_token = body["access_token"].as_str().unwrap();
+    assert!(auth.exchange_as_order(inventory_token, "payment-api", "payments:authorize").await.is_err());
+}
+
+#[tokio::test]
+async fn flow_tx_an_exchanged_token_cannot_be_exchanged_again_by_an_actor_without_policy() {
+    let auth = TestAuth::start().await;
+    let subject = auth.alice_token("orders:write payments:authorize").await;
+    let exchanged = auth.exchange_as_order(&subject, "payment-api", "payments:authorize").await.unwrap();
+    // Its audience is payment-api; no policy accepts payment-api subject tokens.
+    assert!(auth.exchange_as_order(&exchanged, "payment-api", "payments:authorize").await.is_err());
+}
