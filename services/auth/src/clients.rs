@@ -148,6 +148,24 @@ impl ClientRegistry {
         self.clients.get(id)
     }
 
+    /// The client id a request *claims* (Basic user name, assertion `iss`, or
+    /// `client_id`), read without verifying anything: for rate limiting before
+    /// the expensive checks. Never trusted for anything else.
+    pub fn claimed_client_id(headers: &HeaderMap, form: &FormParams) -> Option<String> {
+        if let Some(value) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+            && let Some((_, encoded)) = value.split_once(' ')
+        {
+            let decoded = STANDARD.decode(encoded.trim()).ok()?;
+            let decoded = String::from_utf8(decoded).ok()?;
+            return form_decode(decoded.split_once(':')?.0);
+        }
+        if let Ok(Some(assertion)) = form.single("client_assertion") {
+            let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode_claims(assertion).ok()?;
+            return claims.get("iss")?.as_str().map(str::to_owned);
+        }
+        form.single("client_id").ok().flatten().map(str::to_owned)
+    }
+
     /// Authenticate the client of a token request.
     pub async fn authenticate(&self, headers: &HeaderMap, form: &FormParams) -> Result<&Client, OAuthError> {
         let basic = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());

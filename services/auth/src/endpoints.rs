@@ -11,9 +11,13 @@ use axum::{Json, Router};
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 
+use axum::Extension;
+use estate_service_kit::serve::ConnectionInfo;
+
 use crate::clients::{ClientRegistry, FormParams};
 use crate::grants::Issuer;
 use crate::oauth_error::OAuthError;
+use crate::rate_limit::TokenRateLimits;
 
 /// Everything the endpoints need.
 pub struct AuthState {
@@ -23,6 +27,8 @@ pub struct AuthState {
     pub clients: ClientRegistry,
     /// The RFC 8414 / OIDC discovery document.
     pub metadata: Value,
+    /// Token endpoint budgets.
+    pub limits: Arc<TokenRateLimits>,
 }
 
 /// The public router.
@@ -67,6 +73,7 @@ async fn jwks(State(state): State<Arc<AuthState>>) -> Response {
 
 async fn token(
     State(state): State<Arc<AuthState>>,
+    connection: Option<Extension<ConnectionInfo>>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
@@ -74,6 +81,21 @@ async fn token(
         return OAuthError::InvalidRequest("expected an application/x-www-form-urlencoded body").into_response();
     };
     let form = FormParams::new(pairs);
+    // PC-09: spend the budgets before any signature or digest work.
+    let claimed = ClientRegistry::claimed_client_id(&headers, &form);
+    let ip = connection.map(|Extension(c)| c.remote_addr.ip());
+    if let Err(exceeded) = state.limits.check(claimed.as_deref(), ip) {
+        tracing::warn!(
+            target: "audit",
+            event = "rate_limited",
+            endpoint = "token",
+            budget = exceeded.budget,
+            client_id = claimed.as_deref().unwrap_or("-"),
+            ip = ?ip,
+            "token endpoint rate limit exceeded"
+        );
+        return OAuthError::SlowDown(exceeded.retry_after_secs).into_response();
+    }
     match handle_token(&state, &headers, &form).await {
         Ok(response) => {
             let mut response = Json(response).into_response();

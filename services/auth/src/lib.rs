@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod grants;
 pub mod keys;
 pub mod oauth_error;
+pub mod rate_limit;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -109,5 +110,6 @@ async fn build_state(settings: &AuthSettings) -> anyhow::Result<AuthState> {
         settings.exchange.clone(),
         subject_verifier,
     );
-    Ok(AuthState { issuer, clients, metadata })
+    let limits = rate_limit::TokenRateLimits::new(&settings.rate_limits);
+    Ok(AuthState { issuer, clients, metadata, limits })
 }

@@ -56,6 +56,26 @@ pub struct AuthSettings {
     /// Token-exchange policy: who may act for whom.
     #[serde(default)]
     pub exchange: Vec<ExchangePolicy>,
+    /// Token endpoint rate limits (PC-09).
+    #[serde(default)]
+    pub rate_limits: RateLimitSettings,
+}
+
+/// Token endpoint request budgets (GCRA: a steady rate with this burst).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Requests per minute naming one client id (authenticated or not yet).
+    pub per_client_per_minute: u32,
+    /// Requests per minute from one IP address.
+    pub per_ip_per_minute: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        // Generous for services refreshing tokens, tight for guessing secrets.
+        Self { per_client_per_minute: 600, per_ip_per_minute: 3000 }
+    }
 }
 
 fn default_access_ttl() -> u64 {
@@ -76,6 +96,7 @@ impl Default for AuthSettings {
             exchanged_token_ttl_secs: default_exchanged_ttl(),
             clients: Vec::new(),
             exchange: Vec::new(),
+            rate_limits: RateLimitSettings::default(),
         }
     }
 }

@@ -39,6 +39,11 @@ struct TestAuth {
 
 impl TestAuth {
     async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Start with `extra` TOML appended to the configuration.
+    async fn start_with(extra: &str) -> Self {
         let pki = TestPki::new("auth").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let files = pki.localhost_server().unwrap().write_to(dir.path(), "server").unwrap();
@@ -97,10 +102,13 @@ impl TestAuth {
                 subject_audiences = ["order-api"]
                 audiences = ["payment-api"]
                 scopes = ["payments:authorize", "payments:refund"]
+
+                {extra}
                 "#,
                 cert = files.cert.display(),
                 key = files.key.display(),
                 order_pub = order_pub.display(),
+                extra = extra,
                 reader = sha256_hex(READER_SECRET),
                 payment = sha256_hex(PAYMENT_SECRET),
                 alice = sha256_hex(ALICE_SECRET),
@@ -455,4 +463,92 @@ async fn flow_tx_an_exchanged_token_cannot_be_exchanged_again_by_an_actor_withou
     let exchanged = auth.exchange_as_order(&subject, "payment-api", "payments:authorize").await.unwrap();
     // Its audience is payment-api; no policy accepts payment-api subject tokens.
     assert!(auth.exchange_as_order(&exchanged, "payment-api", "payments:authorize").await.is_err());
+}
+
+// ------------------------------------------------------------------ a third-party client library
+
+/// The `oauth2` crate, unchanged, with our reqwest (one TLS stack) as its transport.
+#[tokio::test]
+async fn third_party_oauth2_crate_runs_client_credentials_against_the_server() {
+    use oauth2::basic::BasicClient;
+    use oauth2::{ClientId, ClientSecret, TokenResponse, TokenUrl};
+
+    let auth = TestAuth::start().await;
+    let http = auth.http.clone();
+    let transport = move |request: oauth2::HttpRequest| {
+        let http = http.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let response =
+                http.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body).send().await?;
+            let mut builder = http::Response::builder().status(response.status());
+            for (name, value) in response.headers() {
+                builder = builder.header(name, value);
+            }
+            let body = response.bytes().await?.to_vec();
+            Ok::<_, reqwest::Error>(builder.body(body).expect("valid response parts"))
+        }
+    };
+    let client = BasicClient::new(ClientId::new("inventory-reader".into()))
+        .set_client_secret(ClientSecret::new(READER_SECRET.into()))
+        .set_token_uri(TokenUrl::new(auth.token_endpoint()).unwrap());
+
+    let token = client
+        .exchange_client_credentials()
+        .add_scope(oauth2::Scope::new("inventory:read".into()))
+        .request_async(&transport)
+        .await
+        .unwrap();
+    assert!(token.expires_in().unwrap().as_secs() <= 300);
+    let verified = auth.verifier("inventory-api").await.verify(token.access_token().secret()).await.unwrap();
+    assert_eq!(verified.subject().as_str(), "inventory-reader");
+
+    // The same library gets the standard error for a scope it may not have.
+    let refused = client
+        .exchange_client_credentials()
+        .add_scope(oauth2::Scope::new("inventory:reserve".into()))
+        .request_async(&transport)
+        .await
+        .unwrap_err();
+    assert!(format!("{refused:?}").contains("invalid_scope"), "{refused:?}");
+}
+
+// ------------------------------------------------------------------ rate limits (PC-09)
+
+#[tokio::test]
+async fn pc09_guessing_a_client_secret_is_cut_off_with_429_and_retry_after() {
+    let auth = TestAuth::start_with("[service.rate_limits]\nper_client_per_minute = 3\nper_ip_per_minute = 1000").await;
+    for _ in 0..3 {
+        let (status, _) =
+            auth.post_token(Some(("inventory-reader", "guess")), &[("grant_type", "client_credentials")]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // The budget is spent: even the right secret waits now.
+    let response = auth
+        .http
+        .post(auth.token_endpoint())
+        .basic_auth("inventory-reader", Some(READER_SECRET))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(response.json::<Value>().await.unwrap()["error"], "slow_down");
+    // Another client's budget is untouched.
+    let (status, _) = auth.post_token(Some(("alice-app", ALICE_SECRET)), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn pc09_one_address_cannot_spray_many_client_ids() {
+    let auth = TestAuth::start_with("[service.rate_limits]\nper_client_per_minute = 1000\nper_ip_per_minute = 5").await;
+    for i in 0..5 {
+        let id = format!("client-{i}");
+        let (status, _) = auth.post_token(Some((&id, "x")), &[("grant_type", "client_credentials")]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = auth.post_token(Some(("alice-app", ALICE_SECRET)), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 }
