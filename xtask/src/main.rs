@@ -21,7 +21,7 @@ commands:
   test      install missing prerequisites, then fmt, clippy, cargo-deny and all tests
   doctor    list prerequisites, found or missing
   prereqs   install missing prerequisites only
-  bench [tokens]
+  bench [tokens|auth]
             run benchmarks (release build) and print their figures";
 
 fn main() -> ExitCode {
@@ -127,7 +127,8 @@ fn test(args: &[String]) -> Result<()> {
 
 /// Benchmarks report figures; they assert nothing (tests do that).
 fn bench(args: &[String]) -> Result<()> {
-    const BENCHES: [(&str, &str, &str); 1] = [("tokens", "estate-tokens", "verify")];
+    const BENCHES: [(&str, &str, &str); 2] =
+        [("tokens", "estate-tokens", "verify"), ("auth", "auth", "token_endpoint")];
     let wanted: Vec<&str> = args.iter().map(String::as_str).collect();
     for (name, package, bench) in BENCHES {
         if wanted.is_empty() || wanted.contains(&name) {
