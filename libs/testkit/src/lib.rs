@@ -30,7 +30,7 @@ pub use idp::{IdpClient, IdpKey, TestIdp};
 pub use openbao::TestOpenBao;
 pub use pki::{Leaf, LeafFiles, LeafSpec, TestPki, Validity};
 pub use ports::free_port;
-pub use postgres::TestPostgres;
+pub use postgres::{ServiceRoles, TestPostgres};
 pub use process::process_exists;
 pub use siem::{ReceivedEvent, SiemAuth, TestSiem};
 pub use tools::workspace_root;

@@ -26,6 +26,21 @@ use crate::{TestPki, TestkitError, ports, tools};
 /// The superuser of a local test cluster.
 const SUPERUSER: &str = "postgres";
 
+/// The deployment's per-service roles bootstrap, run by [`TestPostgres::create_service_roles`].
+const SERVICE_ROLES_SQL: &str = include_str!("../../../infra/postgres/service-roles.sql");
+
+/// The two roles of one service and how to connect as each.
+pub struct ServiceRoles {
+    /// `<svc>_owner`: migrations.
+    pub owner: PgConnectOptions,
+    /// `<svc>_app`: the service at runtime.
+    pub app: PgConnectOptions,
+    /// The owner's generated password.
+    pub owner_password: String,
+    /// The app role's generated password.
+    pub app_password: String,
+}
+
 /// A throwaway PostgreSQL; stopped (or its database dropped) when dropped.
 pub struct TestPostgres {
     options: PgConnectOptions,
@@ -87,6 +102,33 @@ impl TestPostgres {
     /// A small pool of superuser connections.
     pub async fn admin_pool(&self) -> Result<PgPool, TestkitError> {
         Ok(PgPoolOptions::new().max_connections(4).connect_with(self.admin_options()).await?)
+    }
+
+    /// Create `<svc>_owner`, `<svc>_app` and schema `<svc>` by running
+    /// `infra/postgres/service-roles.sql` (the same file deployments use),
+    /// with generated passwords.
+    pub async fn create_service_roles(&self, svc: &str) -> Result<ServiceRoles, TestkitError> {
+        if svc.is_empty() || !svc.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(TestkitError::failed("service roles", "service name must be [a-z_]+"));
+        }
+        let owner_password = format!("{:032x}", rand::rng().random::<u128>());
+        let app_password = format!("{:032x}", rand::rng().random::<u128>());
+        // psql-style variables, substituted here; the values are generated hex and a checked name.
+        let sql = SERVICE_ROLES_SQL
+            .replace(":'owner_password'", &format!("'{owner_password}'"))
+            .replace(":'app_password'", &format!("'{app_password}'"))
+            .replace(":svc_owner", &format!("{svc}_owner"))
+            .replace(":svc_app", &format!("{svc}_app"))
+            .replace(":svc", svc);
+        let mut conn = sqlx::PgConnection::connect_with(&self.options).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
+        conn.close().await?;
+        Ok(ServiceRoles {
+            owner: self.options_for(&format!("{svc}_owner"), &owner_password),
+            app: self.options_for(&format!("{svc}_app"), &app_password),
+            owner_password,
+            app_password,
+        })
     }
 
     /// The TCP port.

@@ -11,7 +11,7 @@
 //! - Exactly one method per request (RFC 6749 §2.3).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::oauth_error::OAuthError;
 use crate::settings::{ClientAuthSettings, ClientSettings, GrantType};
+use crate::store::Store;
 
 /// RFC 7523 §2.2 client assertion type.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -54,9 +55,14 @@ pub struct Client {
     grants: Vec<GrantType>,
     scopes: Scopes,
     audiences: Vec<String>,
+    may_introspect: bool,
 }
 
 impl Client {
+    /// Whether it may introspect tokens.
+    pub fn may_introspect(&self) -> bool {
+        self.may_introspect
+    }
     /// The client id.
     pub fn id(&self) -> &str {
         &self.id
@@ -75,12 +81,10 @@ impl Client {
     }
 }
 
-/// All registered clients, plus the assertion replay cache.
+/// All registered clients, and the store that remembers used assertions.
 pub struct ClientRegistry {
     clients: HashMap<String, Client>,
-    /// (client, jti) → assertion expiry. One process; shared storage for
-    /// several replicas is the Postgres-backed store (next increment).
-    seen_jtis: Mutex<HashMap<(String, String), i64>>,
+    store: Arc<Store>,
 }
 
 /// Parse a scope list from configuration; unknown names are configuration errors.
@@ -103,6 +107,7 @@ impl ClientRegistry {
         settings: &[ClientSettings],
         issuer: &str,
         token_endpoint: &str,
+        store: Arc<Store>,
     ) -> Result<Self, ClientConfigError> {
         let mut clients = HashMap::new();
         for c in settings {
@@ -137,10 +142,11 @@ impl ClientRegistry {
                 grants: c.grant_types.clone(),
                 scopes: parse_scopes(&c.client_id, &c.scopes)?,
                 audiences: c.audiences.clone(),
+                may_introspect: c.may_introspect,
             };
             clients.insert(c.client_id.clone(), client);
         }
-        Ok(Self { clients, seen_jtis: Mutex::new(HashMap::new()) })
+        Ok(Self { clients, store })
     }
 
     /// Look up a client by id (for policy checks after authentication).
@@ -233,20 +239,19 @@ impl ClientRegistry {
             return Err(OAuthError::InvalidClient);
         }
         let jti = verified.jti().ok_or(OAuthError::InvalidClient)?;
-        self.remember_jti(&client.id, jti.as_str(), verified.expires_at())?;
-        Ok(client)
-    }
-
-    /// RFC 7523 §3 item 7: a `jti` may be used once (until the assertion expires).
-    fn remember_jti(&self, client: &str, jti: &str, expires_at: i64) -> Result<(), OAuthError> {
-        let now = crate::grants::unix_now();
-        let mut seen = self.seen_jtis.lock().map_err(|_| OAuthError::ServerError)?;
-        seen.retain(|_, exp| *exp >= now);
-        if seen.insert((client.to_owned(), jti.to_owned()), expires_at).is_some() {
-            tracing::warn!(client_id = client, "client assertion replayed");
+        // RFC 7523 §3 item 7: a `jti` may be used once (until the assertion expires),
+        // across every replica sharing the store.
+        let fresh = self.store.remember_assertion_jti(&client.id, jti.as_str(), verified.expires_at()).await.map_err(
+            |error| {
+                tracing::error!(%error, "assertion jti store failed");
+                OAuthError::ServerError
+            },
+        )?;
+        if !fresh {
+            tracing::warn!(target: "audit", event = "assertion_replayed", client_id = %client.id, "client assertion replayed");
             return Err(OAuthError::InvalidClient);
         }
-        Ok(())
+        Ok(client)
     }
 }
 

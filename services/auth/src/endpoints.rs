@@ -38,6 +38,8 @@ pub fn router(state: Arc<AuthState>) -> Router {
         .route("/.well-known/oauth-authorization-server", get(discovery))
         .route("/jwks", get(jwks))
         .route("/token", post(token))
+        .route("/introspect", post(introspect))
+        .route("/revoke", post(revoke))
         .with_state(state)
 }
 
@@ -46,6 +48,10 @@ pub fn metadata(issuer: &str) -> Value {
     json!({
         "issuer": issuer,
         "token_endpoint": format!("{issuer}/token"),
+        "introspection_endpoint": format!("{issuer}/introspect"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "introspection_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
         "jwks_uri": format!("{issuer}/jwks"),
         "grant_types_supported": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
@@ -119,5 +125,62 @@ async fn handle_token(
         "client_credentials" => state.issuer.client_credentials(client, form),
         "urn:ietf:params:oauth:grant-type:token-exchange" => state.issuer.exchange(client, form).await,
         _ => Err(OAuthError::UnsupportedGrantType),
+    }
+}
+
+/// Parse the form and authenticate the calling client (introspection, revocation).
+async fn authenticated<'a>(
+    state: &'a AuthState,
+    headers: &HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<(&'a crate::clients::Client, FormParams), OAuthError> {
+    let Ok(Form(pairs)) = form else {
+        return Err(OAuthError::InvalidRequest("expected an application/x-www-form-urlencoded body"));
+    };
+    let form = FormParams::new(pairs);
+    let client = state.clients.authenticate(headers, &form).await?;
+    Ok((client, form))
+}
+
+/// RFC 7662. Only registered clients allowed to introspect get an answer.
+async fn introspect(
+    State(state): State<Arc<AuthState>>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let result = async {
+        let (client, form) = authenticated(&state, &headers, form).await?;
+        if !client.may_introspect() {
+            return Err(OAuthError::UnauthorizedClient("client may not introspect"));
+        }
+        let token = form.single("token")?.ok_or(OAuthError::InvalidRequest("token missing"))?;
+        state.issuer.introspect(token).await
+    }
+    .await;
+    match result {
+        Ok(body) => {
+            let mut response = Json(body).into_response();
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// RFC 7009. 200 with an empty body whether or not the token was valid.
+async fn revoke(
+    State(state): State<Arc<AuthState>>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let result = async {
+        let (client, form) = authenticated(&state, &headers, form).await?;
+        let token = form.single("token")?.ok_or(OAuthError::InvalidRequest("token missing"))?;
+        state.issuer.revoke(client, token).await
+    }
+    .await;
+    match result {
+        Ok(()) => http::StatusCode::OK.into_response(),
+        Err(error) => error.into_response(),
     }
 }

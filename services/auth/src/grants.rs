@@ -13,9 +13,10 @@
 //! in `act` (nested when the subject token already had one) and lives at most
 //! 60 s — and never longer than the subject token.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use estate_tokens::{Actor, Scope, Scopes, Verifier};
+use estate_tokens::{Actor, Scope, Scopes, VerifiedToken, Verifier};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -23,6 +24,7 @@ use crate::clients::{Client, FormParams};
 use crate::keys::KeyRing;
 use crate::oauth_error::OAuthError;
 use crate::settings::{ExchangePolicy, GrantType};
+use crate::store::Store;
 
 /// RFC 8693 token type URI for access tokens.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -66,8 +68,10 @@ pub struct Issuer {
     access_ttl: u64,
     exchanged_ttl: u64,
     policies: Vec<ExchangePolicy>,
-    /// Verifies subject tokens: our own tokens, our own keys, any of our audiences.
-    subject_verifier: Verifier,
+    /// Verifies our own tokens (subject tokens, introspection, revocation):
+    /// our own keys, any of our audiences.
+    own_tokens: Verifier,
+    store: Arc<Store>,
 }
 
 impl Issuer {
@@ -78,9 +82,56 @@ impl Issuer {
         access_ttl: u64,
         exchanged_ttl: u64,
         policies: Vec<ExchangePolicy>,
-        subject_verifier: Verifier,
+        own_tokens: Verifier,
+        store: Arc<Store>,
     ) -> Self {
-        Self { issuer, keys, access_ttl, exchanged_ttl, policies, subject_verifier }
+        Self { issuer, keys, access_ttl, exchanged_ttl, policies, own_tokens, store }
+    }
+
+    /// Verify one of our own tokens and check it was not revoked.
+    async fn live_token(&self, token: &str) -> Result<Option<VerifiedToken>, OAuthError> {
+        let Ok(verified) = self.own_tokens.verify(token).await else { return Ok(None) };
+        let Some(jti) = verified.jti() else { return Ok(None) };
+        let revoked = self.store.is_revoked(jti.as_str()).await.map_err(|error| {
+            tracing::error!(%error, "revocation lookup failed");
+            OAuthError::ServerError
+        })?;
+        Ok((!revoked).then_some(verified))
+    }
+
+    /// RFC 7662 introspection: `{"active": false}` for anything not a live
+    /// token of ours (invalid, expired, revoked), the claims otherwise.
+    pub async fn introspect(&self, token: &str) -> Result<Value, OAuthError> {
+        let Some(t) = self.live_token(token).await? else { return Ok(json!({ "active": false })) };
+        Ok(json!({
+            "active": true,
+            "iss": t.issuer(),
+            "sub": t.subject().as_str(),
+            "aud": t.audiences(),
+            "client_id": t.client_id().map(|c| c.as_str()),
+            "jti": t.jti().map(|j| j.as_str()),
+            "scope": t.scopes().to_string(),
+            "exp": t.expires_at(),
+            "iat": t.issued_at(),
+            "token_type": "Bearer",
+        }))
+    }
+
+    /// RFC 7009 revocation by the client the token was issued to. Invalid or
+    /// unknown tokens are not an error (§2.2): nothing to revoke.
+    pub async fn revoke(&self, client: &Client, token: &str) -> Result<(), OAuthError> {
+        let Ok(verified) = self.own_tokens.verify(token).await else { return Ok(()) };
+        let (Some(jti), Some(owner)) = (verified.jti(), verified.client_id()) else { return Ok(()) };
+        if owner.as_str() != client.id() {
+            // §2.1: only the client the token was issued to may revoke it.
+            return Err(OAuthError::UnauthorizedClient("the token was issued to another client"));
+        }
+        self.store.revoke(jti.as_str(), client.id(), verified.expires_at()).await.map_err(|error| {
+            tracing::error!(%error, "revocation store failed");
+            OAuthError::ServerError
+        })?;
+        tracing::info!(target: "audit", event = "token_revoked", client_id = client.id(), jti = %jti, "token revoked");
+        Ok(())
     }
 
     /// The key ring (for the JWKS endpoint).
@@ -125,8 +176,8 @@ impl Issuer {
             return Err(OAuthError::InvalidRequest("actor_token is not supported"));
         }
         let subject_token = form.single("subject_token")?.ok_or(OAuthError::InvalidRequest("subject_token missing"))?;
-        let subject = self.subject_verifier.verify(subject_token).await.map_err(|reason| {
-            tracing::info!(actor = actor.id(), %reason, "subject token refused");
+        let subject = self.live_token(subject_token).await?.ok_or_else(|| {
+            tracing::info!(actor = actor.id(), "subject token refused (invalid, expired or revoked)");
             OAuthError::InvalidGrant("subject_token is not a valid access token")
         })?;
 

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod oauth_error;
 pub mod rate_limit;
 pub mod settings;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use crate::endpoints::AuthState;
 use crate::grants::Issuer;
 use crate::keys::{KeyRing, SigningKey};
 use crate::settings::{AuthSettings, MAX_ACCESS_TOKEN_TTL_SECS, MAX_EXCHANGED_TOKEN_TTL_SECS};
+use crate::store::Store;
 
 /// A built authorization server: listeners bound, not yet serving.
 pub struct Application {
@@ -68,6 +70,21 @@ impl Service for Application {
     }
 }
 
+/// Forget expired assertion ids and revocations once a minute.
+fn spawn_purger(store: &Arc<Store>) {
+    let weak = Arc::downgrade(store);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(store) = weak.upgrade() else { return };
+            if let Err(error) = store.purge_expired().await {
+                tracing::warn!(%error, "purging expired entries failed");
+            }
+        }
+    });
+}
+
 async fn build_state(settings: &AuthSettings) -> anyhow::Result<AuthState> {
     if settings.access_token_ttl_secs == 0 || settings.access_token_ttl_secs > MAX_ACCESS_TOKEN_TTL_SECS {
         bail!("access_token_ttl_secs must be 1..={MAX_ACCESS_TOKEN_TTL_SECS}");
@@ -85,13 +102,20 @@ async fn build_state(settings: &AuthSettings) -> anyhow::Result<AuthState> {
         (None, false) => bail!("no signing key: set service.signing_key (or dev_generated_signing_key in development)"),
     };
     let keys = KeyRing::new(key);
+    let store = Arc::new(match &settings.database {
+        Some(database) => Store::connect(database).await.context("database")?,
+        None => Store::Memory(std::sync::Mutex::default()),
+    });
+    spawn_purger(&store);
     let token_endpoint = format!("{issuer}/token");
-    let clients = ClientRegistry::new(&settings.clients, &issuer, &token_endpoint).await?;
+    let clients = ClientRegistry::new(&settings.clients, &issuer, &token_endpoint, store.clone()).await?;
 
-    // Subject tokens are our own: verify them with our own keys, in-process.
+    // Our own tokens (subject tokens, introspection, revocation) are verified
+    // in-process with our own keys, for any audience we issue.
     let mut audiences: Vec<&str> =
         settings.clients.iter().flat_map(|c| c.audiences.iter().map(String::as_str)).collect();
     audiences.extend(settings.exchange.iter().flat_map(|p| p.subject_audiences.iter().map(String::as_str)));
+    audiences.extend(settings.exchange.iter().flat_map(|p| p.audiences.iter().map(String::as_str)));
     audiences.sort_unstable();
     audiences.dedup();
     if audiences.is_empty() {
@@ -109,6 +133,7 @@ async fn build_state(settings: &AuthSettings) -> anyhow::Result<AuthState> {
         settings.exchanged_token_ttl_secs,
         settings.exchange.clone(),
         subject_verifier,
+        store,
     );
     let limits = rate_limit::TokenRateLimits::new(&settings.rate_limits);
     Ok(AuthState { issuer, clients, metadata, limits })

@@ -59,6 +59,9 @@ pub struct AuthSettings {
     /// Token endpoint rate limits (PC-09).
     #[serde(default)]
     pub rate_limits: RateLimitSettings,
+    /// Postgres for shared state. Absent: in-process maps, development only.
+    #[serde(default)]
+    pub database: Option<crate::store::DatabaseSettings>,
 }
 
 /// Token endpoint request budgets (GCRA: a steady rate with this burst).
@@ -97,6 +100,7 @@ impl Default for AuthSettings {
             clients: Vec::new(),
             exchange: Vec::new(),
             rate_limits: RateLimitSettings::default(),
+            database: None,
         }
     }
 }
@@ -106,6 +110,11 @@ impl DevSettings for AuthSettings {
         let mut found = Vec::new();
         if self.dev_generated_signing_key {
             found.push("service.dev_generated_signing_key = true".to_owned());
+        }
+        if self.database.is_none() {
+            found.push(
+                "service.database is not set (in-process stores do not survive restarts or span replicas)".to_owned(),
+            );
         }
         if !self.issuer.starts_with("https://") {
             found.push("service.issuer is not https".to_owned());
@@ -130,6 +139,9 @@ pub struct ClientSettings {
     /// Audiences (RFC 8707 resources) it may request for itself.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// May call the introspection endpoint (RFC 7662), e.g. a resource server.
+    #[serde(default)]
+    pub may_introspect: bool,
 }
 
 /// Client authentication methods (RFC 6749 §2.3, RFC 7523).
@@ -177,4 +189,40 @@ pub struct ExchangePolicy {
     pub audiences: Vec<String>,
     /// Scopes the actor may request (further limited by the subject token's own).
     pub scopes: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_refuses_a_generated_key_an_http_issuer_and_no_database() {
+        let settings = AuthSettings {
+            issuer: "http://auth.example".into(),
+            dev_generated_signing_key: true,
+            ..AuthSettings::default()
+        };
+        let found = settings.dev_settings().join("; ");
+        assert!(found.contains("dev_generated_signing_key"), "{found}");
+        assert!(found.contains("not https"), "{found}");
+        assert!(found.contains("database"), "{found}");
+    }
+
+    #[test]
+    fn unknown_client_auth_methods_and_fields_are_configuration_errors() {
+        let bad_method = r#"client_id = "x"
+auth = { method = "client_secret_post", secret_sha256 = "00" }
+grant_types = ["client_credentials"]"#;
+        assert!(toml_client(bad_method).is_err());
+        let unknown_field = r#"client_id = "x"
+auth = { method = "client_secret_basic", secret_sha256 = "00" }
+grant_types = ["client_credentials"]
+admin = true"#;
+        assert!(toml_client(unknown_field).is_err());
+    }
+
+    fn toml_client(text: &str) -> Result<ClientSettings, Box<figment::Error>> {
+        use figment::providers::Format;
+        figment::Figment::from(figment::providers::Toml::string(text)).extract().map_err(Box::new)
+    }
 }

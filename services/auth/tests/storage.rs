@@ -1,0 +1,123 @@
+//! The authorization server on a real Postgres, as the least-privilege
+//! `auth_app` role over verified TLS: state shared across replicas,
+//! revocation visible at once, and what the role may not do.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed step should panic the test")]
+
+mod common;
+
+use common::{ALICE_SECRET, GATEWAY_SECRET, READER_SECRET, TestAuth};
+use estate_testkit::TestPostgres;
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::Connection;
+
+async fn token_for_reader(auth: &TestAuth) -> String {
+    let (status, body) =
+        auth.post_token(Some(("inventory-reader", READER_SECRET)), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn post(auth: &TestAuth, path: &str, basic: Option<(&str, &str)>, token: &str) -> (StatusCode, Value) {
+    let mut request = auth.http.post(format!("{}{path}", auth.base_url)).form(&[("token", token)]);
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_client_assertion_replayed_against_another_replica_is_refused() {
+    let pg = TestPostgres::start().await.unwrap();
+    let (replica_a, roles) = TestAuth::start_with_database(&pg).await;
+    let replica_b = replica_a.replica(&pg, &roles).await;
+    assert_ne!(replica_a.base_url, replica_b.base_url, "two processes' worth of listeners");
+    let assertion = replica_a.assertion(|_| {});
+    assert_eq!(replica_a.post_with_assertion(&assertion).await.0, StatusCode::OK);
+    let (status, body) = replica_b.post_with_assertion(&assertion).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+    // A fresh assertion works at B: the refusal was the replay, not B.
+    assert_eq!(replica_b.post_with_assertion(&replica_b.assertion(|_| {})).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn pc12_a_revoked_token_is_inactive_at_introspection_immediately() {
+    let pg = TestPostgres::start().await.unwrap();
+    let (auth, _) = TestAuth::start_with_database(&pg).await;
+    let token = token_for_reader(&auth).await;
+    let gateway = Some(("gateway", GATEWAY_SECRET));
+    let (status, body) = post(&auth, "/introspect", gateway, &token).await;
+    assert_eq!((status, body["active"].as_bool()), (StatusCode::OK, Some(true)), "{body}");
+    assert_eq!(body["sub"], "inventory-reader");
+
+    let (status, _) = post(&auth, "/revoke", Some(("inventory-reader", READER_SECRET)), &token).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = post(&auth, "/introspect", gateway, &token).await;
+    assert_eq!(body, serde_json::json!({ "active": false }), "revoked: nothing else is disclosed");
+}
+
+#[tokio::test]
+async fn only_the_client_a_token_was_issued_to_can_revoke_it() {
+    let pg = TestPostgres::start().await.unwrap();
+    let (auth, _) = TestAuth::start_with_database(&pg).await;
+    let token = token_for_reader(&auth).await;
+    let (status, body) = post(&auth, "/revoke", Some(("alice-app", ALICE_SECRET)), &token).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unauthorized_client")));
+    let (_, body) = post(&auth, "/introspect", Some(("gateway", GATEWAY_SECRET)), &token).await;
+    assert_eq!(body["active"], true, "still active");
+    // Revoking garbage is not an error (RFC 7009 §2.2), and reveals nothing.
+    assert_eq!(post(&auth, "/revoke", Some(("alice-app", ALICE_SECRET)), "garbage").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn introspection_needs_an_authenticated_client_that_may_introspect() {
+    let pg = TestPostgres::start().await.unwrap();
+    let (auth, _) = TestAuth::start_with_database(&pg).await;
+    let token = token_for_reader(&auth).await;
+    assert_eq!(post(&auth, "/introspect", None, &token).await.0, StatusCode::UNAUTHORIZED);
+    let (status, body) = post(&auth, "/introspect", Some(("inventory-reader", READER_SECRET)), &token).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unauthorized_client")));
+}
+
+#[tokio::test]
+async fn flow_tx_a_revoked_subject_token_cannot_be_exchanged() {
+    let pg = TestPostgres::start().await.unwrap();
+    let (auth, _) = TestAuth::start_with_database(&pg).await;
+    let subject = auth.alice_token("orders:write payments:authorize").await;
+    assert_eq!(post(&auth, "/revoke", Some(("alice-app", ALICE_SECRET)), &subject).await.0, StatusCode::OK);
+    let error = auth.exchange_as_order(&subject, "payment-api", "payments:authorize").await.unwrap_err();
+    assert!(error.contains("invalid_grant"), "{error}");
+}
+
+#[tokio::test]
+async fn pc05_the_auth_app_role_cannot_run_ddl_read_other_schemas_or_act_as_superuser() {
+    let pg = TestPostgres::start().await.unwrap();
+    let (_auth, roles) = TestAuth::start_with_database(&pg).await;
+    // Another service's schema with a table in it.
+    let order = pg.create_service_roles("orders").await.unwrap();
+    let mut owner = sqlx::PgConnection::connect_with(&order.owner).await.unwrap();
+    sqlx::query("CREATE TABLE orders.secret_rows (id int)").execute(&mut owner).await.unwrap();
+
+    let mut app = sqlx::PgConnection::connect_with(&roles.app).await.unwrap();
+    let refused = |sql: &'static str| sqlx::query(sql);
+    for sql in [
+        "CREATE TABLE auth.sneaky (id int)",
+        "DROP TABLE auth.revoked_token",
+        "ALTER TABLE auth.revoked_token ADD COLUMN x int",
+        "SELECT * FROM orders.secret_rows",
+        "CREATE TABLE public.sneaky (id int)",
+        "SELECT * FROM pg_authid",
+    ] {
+        let error = refused(sql).execute(&mut app).await.unwrap_err().to_string();
+        assert!(error.contains("permission denied") || error.contains("must be owner"), "{sql}: {error}");
+    }
+    let superuser: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    assert!(!superuser);
+    // What it is for still works.
+    sqlx::query("SELECT count(*) FROM auth.revoked_token").execute(&mut app).await.unwrap();
+}
