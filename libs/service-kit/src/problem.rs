@@ -4,11 +4,12 @@
 //! title, the status and an optional human `detail` that the code chose to
 //! disclose. Internal causes are logged (with the trace id), never put here.
 //!
-//! [`problem_for_bare_errors`] is a middleware that turns any error response
-//! without a JSON body (axum's own 404/405/413, tower-http's timeouts,
-//! extractor rejections that leak parser messages) into a generic problem, so
-//! no text of the framework or a parser leaves a service. JSON error bodies a
-//! handler wrote on purpose (problem+json, RFC 6749 token errors) pass.
+//! [`problem_for_bare_errors`] is a middleware that turns every *bare* error
+//! response — plain text or untyped (axum's own 404/405/413, tower-http's
+//! timeouts, extractor rejections that leak parser messages) — into a generic
+//! problem, so no text of the framework or a parser leaves a service. Typed
+//! bodies a handler wrote on purpose (problem+json, RFC 6749 token errors, an
+//! HTML error page) pass.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -97,20 +98,18 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    // A JSON error body was written on purpose by a handler (problem+json, or
-    // a protocol's own format such as RFC 6749 §5.2 at a token endpoint):
-    // keep it. Everything else (text from the framework, extractor
-    // rejections) is replaced.
-    let is_json = response
+    // Bare means what frameworks emit: plain text (extractor rejections with
+    // parser messages, tower-http's timeouts) or no body type at all (axum's
+    // 404/405). A typed body was written on purpose by a handler —
+    // problem+json, RFC 6749 §5.2 JSON at a token endpoint, an HTML error page
+    // — and is kept.
+    let bare = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
-            let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json" || mime.ends_with("+json")
-        });
-    if is_json {
+        .is_none_or(|mime| mime.trim().eq_ignore_ascii_case("text/plain"));
+    if !bare {
         return response;
     }
     let (parts, _body) = response.into_parts();
@@ -178,6 +177,15 @@ mod tests {
         let response = app.oneshot(Request::get("/oauth").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(body_json(response).await["error"], "invalid_scope");
+    }
+
+    #[tokio::test]
+    async fn deliberate_html_error_pages_are_kept() {
+        let page = || async { (StatusCode::UNAUTHORIZED, axum::response::Html("<p>Wrong username or password.</p>")) };
+        let app = Router::new().route("/login", get(page)).layer(axum::middleware::from_fn(problem_for_bare_errors));
+        let response = app.oneshot(Request::get("/login").body(Body::empty()).unwrap()).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("Wrong username"));
     }
 
     #[tokio::test]

@@ -46,6 +46,9 @@ pub enum ClientConfigError {
 enum Authentication {
     SecretDigest([u8; 32]),
     Assertion(Verifier),
+    /// A public client: identified by `client_id`, authenticated by nothing
+    /// (PKCE protects its codes).
+    Public,
 }
 
 /// A client as the server knows it.
@@ -56,9 +59,20 @@ pub struct Client {
     scopes: Scopes,
     audiences: Vec<String>,
     may_introspect: bool,
+    redirect_uris: Vec<String>,
 }
 
 impl Client {
+    /// Whether `uri` is one of its registered redirect URIs (exact match).
+    pub fn has_redirect_uri(&self, uri: &str) -> bool {
+        self.redirect_uris.iter().any(|r| r == uri)
+    }
+
+    /// Whether it authenticates (confidential) or not (public).
+    pub fn is_public(&self) -> bool {
+        matches!(self.authentication, Authentication::Public)
+    }
+
     /// Whether it may introspect tokens.
     pub fn may_introspect(&self) -> bool {
         self.may_introspect
@@ -112,7 +126,9 @@ impl ClientRegistry {
         let mut clients = HashMap::new();
         for c in settings {
             let invalid = |reason: String| ClientConfigError::Invalid { client: c.client_id.clone(), reason };
+            validate_grants_and_redirects(c).map_err(invalid)?;
             let authentication = match &c.auth {
+                ClientAuthSettings::None => Authentication::Public,
                 ClientAuthSettings::ClientSecretBasic { secret_sha256 } => {
                     let digest: [u8; 32] = hex_decode(secret_sha256)
                         .ok_or_else(|| invalid("secret_sha256 must be 64 lowercase hex digits".into()))?;
@@ -143,6 +159,7 @@ impl ClientRegistry {
                 scopes: parse_scopes(&c.client_id, &c.scopes)?,
                 audiences: c.audiences.clone(),
                 may_introspect: c.may_introspect,
+                redirect_uris: c.redirect_uris.clone(),
             };
             clients.insert(c.client_id.clone(), client);
         }
@@ -189,7 +206,14 @@ impl ClientRegistry {
                 }
             }
             (None, Some(_)) => Err(OAuthError::InvalidClient),
-            (None, None) => Err(OAuthError::InvalidClient),
+            (None, None) => {
+                // A public client names itself; it may use only PKCE-protected grants.
+                let id = form.single("client_id")?.ok_or(OAuthError::InvalidClient)?;
+                match self.clients.get(id) {
+                    Some(client) if matches!(client.authentication, Authentication::Public) => Ok(client),
+                    _ => Err(OAuthError::InvalidClient),
+                }
+            }
         }
     }
 
@@ -281,7 +305,29 @@ impl FormParams {
     }
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+/// Configuration rules that keep a client from being set up unsafely.
+fn validate_grants_and_redirects(c: &ClientSettings) -> Result<(), String> {
+    let public = matches!(c.auth, ClientAuthSettings::None);
+    if public
+        && (c.grant_types.contains(&GrantType::ClientCredentials) || c.grant_types.contains(&GrantType::TokenExchange))
+    {
+        return Err("a public client cannot use client_credentials or token exchange".into());
+    }
+    if c.grant_types.contains(&GrantType::AuthorizationCode) && c.redirect_uris.is_empty() {
+        return Err("authorization_code needs at least one redirect URI".into());
+    }
+    for uri in &c.redirect_uris {
+        // OAuth 2.1 §2.3.1 / RFC 8252 §7.3: https, or http on a loopback address for native apps; no fragment.
+        let loopback = uri.starts_with("http://127.0.0.1:") || uri.starts_with("http://[::1]:");
+        if !(uri.starts_with("https://") || loopback) || uri.contains('#') {
+            return Err(format!("redirect URI {uri:?} must be https (or http on a loopback IP) without a fragment"));
+        }
+    }
+    Ok(())
+}
+
+/// SHA-256 (codes, refresh tokens and client secrets are stored as this).
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     let mut out = [0u8; 32];
     out.copy_from_slice(digest.as_ref());

@@ -29,6 +29,16 @@ pub struct AuthState {
     pub metadata: Value,
     /// Token endpoint budgets.
     pub limits: Arc<TokenRateLimits>,
+    /// Login attempts per IP.
+    pub login_limits: Arc<TokenRateLimits>,
+    /// Login lockout settings.
+    pub login_settings: crate::settings::LoginSettings,
+    /// Users, codes, refresh tokens.
+    pub store: Arc<crate::store::Store>,
+    /// Password hashing.
+    pub passwords: Arc<crate::passwords::Passwords>,
+    /// The issuer identifier (for `iss` on redirects).
+    pub issuer_url: String,
 }
 
 /// The public router.
@@ -37,6 +47,7 @@ pub fn router(state: Arc<AuthState>) -> Router {
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/.well-known/oauth-authorization-server", get(discovery))
         .route("/jwks", get(jwks))
+        .route("/authorize", get(crate::authorize::show).post(crate::authorize::submit))
         .route("/token", post(token))
         .route("/introspect", post(introspect))
         .route("/revoke", post(revoke))
@@ -47,17 +58,24 @@ pub fn router(state: Arc<AuthState>) -> Router {
 pub fn metadata(issuer: &str) -> Value {
     json!({
         "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
         "introspection_endpoint": format!("{issuer}/introspect"),
         "revocation_endpoint": format!("{issuer}/revoke"),
         "introspection_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
         "revocation_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
         "jwks_uri": format!("{issuer}/jwks"),
-        "grant_types_supported": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
+        "grant_types_supported": [
+            "authorization_code", "refresh_token", "client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"
+        ],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
         "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
-        "scopes_supported": estate_tokens::Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-        "response_types_supported": ["token"],
+        "scopes_supported": std::iter::once("openid").chain(estate_tokens::Scope::ALL.iter().map(|s| s.as_str())).collect::<Vec<_>>(),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256"],
     })
@@ -124,6 +142,8 @@ async fn handle_token(
     match grant_type {
         "client_credentials" => state.issuer.client_credentials(client, form),
         "urn:ietf:params:oauth:grant-type:token-exchange" => state.issuer.exchange(client, form).await,
+        "authorization_code" => state.issuer.authorization_code(client, form).await,
+        "refresh_token" => state.issuer.refresh(client, form).await,
         _ => Err(OAuthError::UnsupportedGrantType),
     }
 }

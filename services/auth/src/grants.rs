@@ -20,11 +20,16 @@ use estate_tokens::{Actor, Scope, Scopes, VerifiedToken, Verifier};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::clients::{Client, FormParams};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use subtle::ConstantTimeEq;
+
+use crate::clients::{Client, FormParams, sha256};
 use crate::keys::KeyRing;
 use crate::oauth_error::OAuthError;
 use crate::settings::{ExchangePolicy, GrantType};
 use crate::store::Store;
+use crate::store::{CodeUse, RefreshRecord, RefreshUse};
 
 /// RFC 8693 token type URI for access tokens.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -50,7 +55,7 @@ struct AccessClaims<'a> {
     act: Option<Value>,
 }
 
-/// A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
+/// A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1, OIDC Core §3.1.3.3).
 #[derive(Debug, Serialize)]
 pub struct TokenResponse {
     access_token: String,
@@ -59,14 +64,44 @@ pub struct TokenResponse {
     scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     issued_token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+    #[serde(skip)]
+    jti: String,
+}
+
+/// OIDC ID token claims.
+#[derive(Serialize)]
+struct IdTokenClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    azp: &'a str,
+    exp: i64,
+    iat: i64,
+    auth_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+}
+
+/// How long what we issue lives, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// Access tokens (≤ 300).
+    pub access_secs: u64,
+    /// Exchanged tokens (≤ 60).
+    pub exchanged_secs: u64,
+    /// Refresh-token families, from login.
+    pub refresh_secs: u64,
 }
 
 /// Issues tokens.
 pub struct Issuer {
     issuer: String,
     keys: KeyRing,
-    access_ttl: u64,
-    exchanged_ttl: u64,
+    lifetimes: Lifetimes,
     policies: Vec<ExchangePolicy>,
     /// Verifies our own tokens (subject tokens, introspection, revocation):
     /// our own keys, any of our audiences.
@@ -79,13 +114,12 @@ impl Issuer {
     pub fn new(
         issuer: String,
         keys: KeyRing,
-        access_ttl: u64,
-        exchanged_ttl: u64,
+        lifetimes: Lifetimes,
         policies: Vec<ExchangePolicy>,
         own_tokens: Verifier,
         store: Arc<Store>,
     ) -> Self {
-        Self { issuer, keys, access_ttl, exchanged_ttl, policies, own_tokens, store }
+        Self { issuer, keys, lifetimes, policies, own_tokens, store }
     }
 
     /// Verify one of our own tokens and check it was not revoked.
@@ -157,7 +191,7 @@ impl Issuer {
         if audiences.is_empty() {
             return Err(OAuthError::InvalidTarget);
         }
-        self.issue(client.id(), client.id(), audiences, scopes, self.access_ttl, None, None)
+        self.issue(client.id(), client.id(), audiences, scopes, self.lifetimes.access_secs, None, None)
     }
 
     /// `grant_type=urn:ietf:params:oauth:grant-type:token-exchange`.
@@ -201,7 +235,7 @@ impl Issuer {
         let scopes = requested_scopes(form, allowed)?;
 
         let remaining = u64::try_from(subject.expires_at() - unix_now()).unwrap_or(0);
-        let ttl = self.exchanged_ttl.min(remaining);
+        let ttl = self.lifetimes.exchanged_secs.min(remaining);
         if ttl == 0 {
             return Err(OAuthError::InvalidGrant("subject_token is about to expire"));
         }
@@ -241,13 +275,170 @@ impl Issuer {
             tracing::error!(%error, "signing failed");
             OAuthError::ServerError
         })?;
-        tracing::info!(sub, client_id, jti = %claims.jti, scope = %claims.scope, ttl, "token issued");
+        tracing::info!(target: "audit", event = "token_issued", sub, client_id, jti = %claims.jti, scope = %claims.scope, ttl, "token issued");
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
             expires_in: ttl,
             scope: claims.scope,
             issued_token_type,
+            refresh_token: None,
+            id_token: None,
+            jti: claims.jti,
+        })
+    }
+
+    fn store_error(error: crate::store::StoreError) -> OAuthError {
+        tracing::error!(%error, "token store failed");
+        OAuthError::ServerError
+    }
+
+    /// `grant_type=authorization_code` (OAuth 2.1 §4.1.3): single-use code,
+    /// same client, same redirect URI, PKCE S256. A second use of a code
+    /// revokes what the first use issued (RFC 9700 §4.5).
+    pub async fn authorization_code(&self, client: &Client, form: &FormParams) -> Result<TokenResponse, OAuthError> {
+        if !client.may_use(GrantType::AuthorizationCode) {
+            return Err(OAuthError::UnauthorizedClient("client may not use this grant"));
+        }
+        let code = form.single("code")?.ok_or(OAuthError::InvalidRequest("code missing"))?;
+        let redirect_uri = form.single("redirect_uri")?.ok_or(OAuthError::InvalidRequest("redirect_uri missing"))?;
+        let verifier = form.single("code_verifier")?.ok_or(OAuthError::InvalidRequest("code_verifier missing"))?;
+        let code_hash = sha256(code.as_bytes());
+        let record = match self.store.consume_code(&code_hash).await.map_err(Self::store_error)? {
+            CodeUse::Fresh(record) => record,
+            CodeUse::Unknown => return Err(OAuthError::InvalidGrant("invalid authorization code")),
+            CodeUse::Replayed { issued_jti, refresh_family } => {
+                if let Some(jti) = issued_jti {
+                    let until = unix_now() + i64::try_from(self.lifetimes.access_secs).unwrap_or(300);
+                    self.store.revoke(&jti, client.id(), until).await.map_err(Self::store_error)?;
+                }
+                if let Some(family) = refresh_family {
+                    self.store.revoke_family(family).await.map_err(Self::store_error)?;
+                }
+                tracing::warn!(
+                    target: "audit",
+                    event = "code_replayed",
+                    client_id = client.id(),
+                    "authorization code replayed; what it issued is revoked"
+                );
+                return Err(OAuthError::InvalidGrant("invalid authorization code"));
+            }
+        };
+        if record.client_id != client.id() || record.redirect_uri != redirect_uri || record.expired {
+            return Err(OAuthError::InvalidGrant("invalid authorization code"));
+        }
+        if !pkce_s256_matches(verifier, &record.code_challenge) {
+            tracing::info!(target: "audit", event = "pkce_failed", client_id = client.id(), "PKCE verification failed");
+            return Err(OAuthError::InvalidGrant("PKCE verification failed"));
+        }
+        let (scopes, _) = Scopes::parse(&record.scope);
+        let mut response = self.issue(
+            &record.subject,
+            client.id(),
+            record.audiences.clone(),
+            scopes,
+            self.lifetimes.access_secs,
+            None,
+            None,
+        )?;
+        let family = if client.may_use(GrantType::RefreshToken) {
+            let family = uuid::Uuid::new_v4();
+            let refresh = RefreshRecord {
+                family,
+                client_id: client.id().to_owned(),
+                subject: record.subject.clone(),
+                scope: record.scope.clone(),
+                audiences: record.audiences.clone(),
+                expires_at: unix_now() + i64::try_from(self.lifetimes.refresh_secs).unwrap_or(0),
+                expired: false,
+            };
+            response.refresh_token = Some(self.new_refresh_token(&refresh).await?);
+            Some(family)
+        } else {
+            None
+        };
+        if record.openid {
+            response.id_token =
+                Some(self.id_token(&record.subject, client.id(), record.auth_time, record.nonce.as_deref())?);
+        }
+        self.store.record_code_issue(&code_hash, &response.jti, family).await.map_err(Self::store_error)?;
+        Ok(response)
+    }
+
+    /// `grant_type=refresh_token` with rotation: every use returns a new
+    /// refresh token; presenting a used one revokes the whole family (RFC 9700 §4.14.2).
+    pub async fn refresh(&self, client: &Client, form: &FormParams) -> Result<TokenResponse, OAuthError> {
+        if !client.may_use(GrantType::RefreshToken) {
+            return Err(OAuthError::UnauthorizedClient("client may not use this grant"));
+        }
+        let token = form.single("refresh_token")?.ok_or(OAuthError::InvalidRequest("refresh_token missing"))?;
+        let record = match self.store.consume_refresh(&sha256(token.as_bytes())).await.map_err(Self::store_error)? {
+            RefreshUse::Fresh(record) => record,
+            RefreshUse::Unknown | RefreshUse::FamilyRevoked => {
+                return Err(OAuthError::InvalidGrant("invalid refresh token"));
+            }
+            RefreshUse::Reused { family } => {
+                self.store.revoke_family(family).await.map_err(Self::store_error)?;
+                tracing::warn!(
+                    target: "audit",
+                    event = "refresh_reuse",
+                    client_id = client.id(),
+                    family = %family,
+                    "refresh token reused; family revoked"
+                );
+                return Err(OAuthError::InvalidGrant("invalid refresh token"));
+            }
+        };
+        if record.client_id != client.id() {
+            // Someone else's refresh token: treat it as stolen.
+            self.store.revoke_family(record.family).await.map_err(Self::store_error)?;
+            return Err(OAuthError::InvalidGrant("invalid refresh token"));
+        }
+        if record.expired {
+            return Err(OAuthError::InvalidGrant("refresh token expired"));
+        }
+        // A refresh may narrow scopes, never widen them.
+        let (granted, _) = Scopes::parse(&record.scope);
+        let scopes = requested_scopes(form, granted)?;
+        let mut response = self.issue(
+            &record.subject,
+            client.id(),
+            record.audiences.clone(),
+            scopes,
+            self.lifetimes.access_secs,
+            None,
+            None,
+        )?;
+        // Same family, same absolute end: rotation never extends a login.
+        let next = RefreshRecord { scope: scopes.to_string(), ..record };
+        response.refresh_token = Some(self.new_refresh_token(&next).await?);
+        Ok(response)
+    }
+
+    async fn new_refresh_token(&self, record: &RefreshRecord) -> Result<String, OAuthError> {
+        use aws_lc_rs::rand::SecureRandom;
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| OAuthError::ServerError)?;
+        let token = URL_SAFE_NO_PAD.encode(bytes);
+        self.store.insert_refresh(&sha256(token.as_bytes()), record).await.map_err(Self::store_error)?;
+        Ok(token)
+    }
+
+    fn id_token(&self, sub: &str, client_id: &str, auth_time: i64, nonce: Option<&str>) -> Result<String, OAuthError> {
+        let now = unix_now();
+        let claims = IdTokenClaims {
+            iss: &self.issuer,
+            sub,
+            aud: client_id,
+            azp: client_id,
+            exp: now + i64::try_from(self.lifetimes.access_secs).unwrap_or(300),
+            iat: now,
+            auth_time,
+            nonce,
+        };
+        self.keys.sign_id_token(&claims).map_err(|error| {
+            tracing::error!(%error, "signing failed");
+            OAuthError::ServerError
         })
     }
 }
@@ -267,6 +458,15 @@ fn requested_scopes(form: &FormParams, allowed: Scopes) -> Result<Scopes, OAuthE
         scopes.insert(scope);
     }
     if scopes.is_empty() { Err(OAuthError::InvalidScope) } else { Ok(scopes) }
+}
+
+/// RFC 7636 §4.6: BASE64URL(SHA256(code_verifier)) == code_challenge, where
+/// the verifier is 43–128 unreserved characters.
+fn pkce_s256_matches(verifier: &str, challenge: &str) -> bool {
+    let well_formed = (43..=128).contains(&verifier.len())
+        && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    let computed = URL_SAFE_NO_PAD.encode(sha256(verifier.as_bytes()));
+    well_formed && bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
 }
 
 /// RFC 8707 `resource` (repeatable) and RFC 8693 `audience`, together.

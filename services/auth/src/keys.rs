@@ -116,6 +116,15 @@ impl KeyRing {
         json!({ "keys": keys })
     }
 
+    /// Sign an OIDC ID token (`typ: JWT`: it can never pass as an access token).
+    pub fn sign_id_token(&self, claims: &impl Serialize) -> Result<String, KeyError> {
+        let key = self.active();
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some("JWT".to_owned());
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|_| KeyError::Sign)
+    }
+
     /// Sign `claims` as an RFC 9068 access token (`typ: at+jwt`).
     pub fn sign_access_token(&self, claims: &impl Serialize) -> Result<String, KeyError> {
         let key = self.active();

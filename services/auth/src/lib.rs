@@ -10,11 +10,13 @@
 //! [`clients`] (client authentication), [`grants`] (what is issued under
 //! which rules), [`endpoints`] (HTTP), [`oauth_error`] (RFC 6749 errors).
 
+pub mod authorize;
 pub mod clients;
 pub mod endpoints;
 pub mod grants;
 pub mod keys;
 pub mod oauth_error;
+pub mod passwords;
 pub mod rate_limit;
 pub mod settings;
 pub mod store;
@@ -102,6 +104,13 @@ async fn build_state(settings: &AuthSettings) -> anyhow::Result<AuthState> {
         (None, false) => bail!("no signing key: set service.signing_key (or dev_generated_signing_key in development)"),
     };
     let keys = KeyRing::new(key);
+    let needs_database = settings.clients.iter().any(|c| {
+        c.grant_types.contains(&settings::GrantType::AuthorizationCode)
+            || c.grant_types.contains(&settings::GrantType::RefreshToken)
+    });
+    if needs_database && settings.database.is_none() {
+        bail!("the authorization_code and refresh_token grants need service.database");
+    }
     let store = Arc::new(match &settings.database {
         Some(database) => Store::connect(database).await.context("database")?,
         None => Store::Memory(std::sync::Mutex::default()),
@@ -126,15 +135,34 @@ async fn build_state(settings: &AuthSettings) -> anyhow::Result<AuthState> {
     let subject_verifier = Verifier::new(subject_config).await?;
 
     let metadata = endpoints::metadata(&issuer);
+    let issuer_url = issuer.clone();
     let issuer = Issuer::new(
         issuer,
         keys,
-        settings.access_token_ttl_secs,
-        settings.exchanged_token_ttl_secs,
+        grants::Lifetimes {
+            access_secs: settings.access_token_ttl_secs,
+            exchanged_secs: settings.exchanged_token_ttl_secs,
+            refresh_secs: settings.refresh_token_ttl_secs,
+        },
         settings.exchange.clone(),
         subject_verifier,
-        store,
+        store.clone(),
     );
     let limits = rate_limit::TokenRateLimits::new(&settings.rate_limits);
-    Ok(AuthState { issuer, clients, metadata, limits })
+    let login_limits = rate_limit::TokenRateLimits::new(&settings::RateLimitSettings {
+        per_client_per_minute: u32::MAX,
+        per_ip_per_minute: settings.login.per_ip_per_minute,
+    });
+    let passwords = Arc::new(passwords::Passwords::new()?);
+    Ok(AuthState {
+        issuer,
+        clients,
+        metadata,
+        limits,
+        login_limits,
+        login_settings: settings.login.clone(),
+        store,
+        passwords,
+        issuer_url,
+    })
 }

@@ -59,9 +59,40 @@ pub struct AuthSettings {
     /// Token endpoint rate limits (PC-09).
     #[serde(default)]
     pub rate_limits: RateLimitSettings,
-    /// Postgres for shared state. Absent: in-process maps, development only.
+    /// Postgres for shared state. Absent: in-process maps, development only
+    /// (and no authorization-code or refresh-token grants).
     #[serde(default)]
     pub database: Option<crate::store::DatabaseSettings>,
+    /// Login throttling and lockout.
+    #[serde(default)]
+    pub login: LoginSettings,
+    /// Refresh-token lifetime in seconds (a family ends this long after login).
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_token_ttl_secs: u64,
+}
+
+fn default_refresh_ttl() -> u64 {
+    8 * 3600
+}
+
+/// Brute-force protection of the login form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSettings {
+    /// Failed attempts for one username within the window before it locks.
+    pub max_failures: u32,
+    /// The window, in seconds.
+    pub failure_window_secs: u64,
+    /// How long a locked username stays locked, in seconds.
+    pub lockout_secs: u64,
+    /// Login attempts per minute from one IP address.
+    pub per_ip_per_minute: u32,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        Self { max_failures: 5, failure_window_secs: 900, lockout_secs: 300, per_ip_per_minute: 30 }
+    }
 }
 
 /// Token endpoint request budgets (GCRA: a steady rate with this burst).
@@ -101,6 +132,8 @@ impl Default for AuthSettings {
             exchange: Vec::new(),
             rate_limits: RateLimitSettings::default(),
             database: None,
+            login: LoginSettings::default(),
+            refresh_token_ttl_secs: default_refresh_ttl(),
         }
     }
 }
@@ -142,6 +175,9 @@ pub struct ClientSettings {
     /// May call the introspection endpoint (RFC 7662), e.g. a resource server.
     #[serde(default)]
     pub may_introspect: bool,
+    /// Redirect URIs for the authorization-code grant, matched exactly.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
 }
 
 /// Client authentication methods (RFC 6749 §2.3, RFC 7523).
@@ -165,6 +201,9 @@ pub enum ClientAuthSettings {
         /// Lowercase hex SHA-256 of the secret.
         secret_sha256: String,
     },
+    /// A public client (browser or native app): no credentials, so only the
+    /// authorization-code grant with PKCE (and its refresh tokens).
+    None,
 }
 
 /// Grants a client may use.
@@ -175,6 +214,10 @@ pub enum GrantType {
     ClientCredentials,
     /// `urn:ietf:params:oauth:grant-type:token-exchange`.
     TokenExchange,
+    /// `authorization_code` (with PKCE S256, always).
+    AuthorizationCode,
+    /// `refresh_token`.
+    RefreshToken,
 }
 
 /// One token-exchange permission.

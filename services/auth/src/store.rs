@@ -63,13 +63,13 @@ impl DatabaseSettings {
 /// The schema migrations, embedded in the binary. Run as `auth_owner`
 /// (e.g. a deployment job), never by the service's own `auth_app` login.
 pub fn migrator() -> Migrator {
-    let mut migrator = Migrator::with_migrations(vec![Migration::new(
-        1,
-        "auth schema".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_auth_schema.sql").into_sql_str(),
-        false,
-    )]);
+    let migration = |version, description: &'static str, sql: &'static str| {
+        Migration::new(version, description.into(), MigrationType::Simple, sql.into_sql_str(), false)
+    };
+    let mut migrator = Migrator::with_migrations(vec![
+        migration(1, "auth schema", include_str!("../migrations/0001_auth_schema.sql")),
+        migration(2, "users, codes, refresh tokens", include_str!("../migrations/0002_users_codes_refresh.sql")),
+    ]);
     // The bookkeeping table lives in the service's own schema: the owner may
     // create nothing in `public`.
     migrator.dangerous_set_table_name("auth._sqlx_migrations");
@@ -85,6 +85,87 @@ pub enum StoreError {
     /// A lock was poisoned.
     #[error("in-memory store poisoned")]
     Poisoned,
+    /// Users, codes and refresh tokens live only in Postgres.
+    #[error("this needs service.database")]
+    NeedsDatabase,
+}
+
+/// An authorization code as stored (the code itself is only hashed).
+#[derive(Debug, Clone)]
+pub struct CodeRecord {
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The exact redirect URI of the authorization request.
+    pub redirect_uri: String,
+    /// PKCE S256 challenge.
+    pub code_challenge: String,
+    /// The user.
+    pub subject: String,
+    /// Granted API scopes (space-separated).
+    pub scope: String,
+    /// Audiences of the access token.
+    pub audiences: Vec<String>,
+    /// OIDC nonce.
+    pub nonce: Option<String>,
+    /// Whether `openid` was requested (an ID token is due).
+    pub openid: bool,
+    /// When the user authenticated.
+    pub auth_time: i64,
+    /// When the code expires.
+    pub expires_at: i64,
+    /// Whether it had expired when presented (decided by the database clock).
+    pub expired: bool,
+}
+
+/// What presenting a code found.
+#[derive(Debug)]
+pub enum CodeUse {
+    /// First use.
+    Fresh(CodeRecord),
+    /// Used before: what it issued then, to revoke.
+    Replayed {
+        /// Access token issued from it.
+        issued_jti: Option<String>,
+        /// Refresh family started from it.
+        refresh_family: Option<uuid::Uuid>,
+    },
+    /// No such code.
+    Unknown,
+}
+
+/// A refresh token as stored (hashed).
+#[derive(Debug, Clone)]
+pub struct RefreshRecord {
+    /// The rotation family.
+    pub family: uuid::Uuid,
+    /// The client.
+    pub client_id: String,
+    /// The user.
+    pub subject: String,
+    /// Scopes the family may carry.
+    pub scope: String,
+    /// Audiences.
+    pub audiences: Vec<String>,
+    /// Expiry.
+    pub expires_at: i64,
+    /// Whether it had expired when presented (database clock).
+    pub expired: bool,
+}
+
+/// What presenting a refresh token found.
+#[derive(Debug)]
+pub enum RefreshUse {
+    /// Valid, now rotated away.
+    Fresh(RefreshRecord),
+    /// Already used: the family must die.
+    Reused {
+        /// The family.
+        family: uuid::Uuid,
+    },
+    /// The family was revoked.
+    FamilyRevoked,
+    /// No such token.
+    Unknown,
 }
 
 /// The backing store.
@@ -172,12 +253,259 @@ impl Store {
         }
     }
 
+    fn pool(&self) -> Result<&PgPool, StoreError> {
+        match self {
+            Store::Postgres(pool) => Ok(pool),
+            Store::Memory(_) => Err(StoreError::NeedsDatabase),
+        }
+    }
+
+    /// Create a user with an argon2id PHC hash; returns its id.
+    pub async fn create_user(&self, username: &str, password_hash: &str) -> Result<uuid::Uuid, StoreError> {
+        let id = uuid::Uuid::new_v4();
+        sqlx::query("INSERT INTO auth.users (id, username, password_hash) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(username)
+            .bind(password_hash)
+            .execute(self.pool()?)
+            .await?;
+        Ok(id)
+    }
+
+    /// A user's id and password hash.
+    pub async fn find_user(&self, username: &str) -> Result<Option<(uuid::Uuid, String)>, StoreError> {
+        Ok(sqlx::query_as("SELECT id, password_hash FROM auth.users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(self.pool()?)
+            .await?)
+    }
+
+    /// Seconds until `username` may try again, when it is locked.
+    pub async fn locked_for(&self, username: &str) -> Result<Option<u64>, StoreError> {
+        let secs: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM locked_until - now())::float8 FROM auth.login_failures \
+             WHERE username = $1 AND locked_until > now()",
+        )
+        .bind(username)
+        .fetch_optional(self.pool()?)
+        .await?;
+        Ok(secs.map(|s| s.ceil().max(1.0) as u64))
+    }
+
+    /// Count a failed login; lock the username once `max` failures fall in
+    /// `window_secs`. Returns whether it is locked now.
+    pub async fn record_login_failure(
+        &self,
+        username: &str,
+        max: u32,
+        window_secs: u64,
+        lockout_secs: u64,
+    ) -> Result<bool, StoreError> {
+        let pool = self.pool()?;
+        let failures: i32 = sqlx::query_scalar(
+            "INSERT INTO auth.login_failures AS f (username, failures, first_failed) VALUES ($1, 1, now()) \
+             ON CONFLICT (username) DO UPDATE SET \
+               failures = CASE WHEN f.first_failed < now() - make_interval(secs => $2) THEN 1 ELSE f.failures + 1 END, \
+               first_failed = CASE WHEN f.first_failed < now() - make_interval(secs => $2) THEN now() ELSE f.first_failed END \
+             RETURNING failures",
+        )
+        .bind(username)
+        .bind(window_secs as f64)
+        .fetch_one(pool)
+        .await?;
+        if failures < i32::try_from(max).unwrap_or(i32::MAX) {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE auth.login_failures SET locked_until = now() + make_interval(secs => $2), failures = 0, \
+             first_failed = now() WHERE username = $1",
+        )
+        .bind(username)
+        .bind(lockout_secs as f64)
+        .execute(pool)
+        .await?;
+        Ok(true)
+    }
+
+    /// Forget failures after a successful login.
+    pub async fn clear_login_failures(&self, username: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM auth.login_failures WHERE username = $1 AND (locked_until IS NULL OR locked_until < now())",
+        )
+        .bind(username)
+        .execute(self.pool()?)
+        .await?;
+        Ok(())
+    }
+
+    /// Store a new code under its hash.
+    pub async fn insert_code(&self, code_hash: &[u8], code: &CodeRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO auth.authorization_code (code_hash, client_id, redirect_uri, code_challenge, subject, scope, \
+             audiences, nonce, openid, auth_time, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, to_timestamp($11))",
+        )
+        .bind(code_hash)
+        .bind(&code.client_id)
+        .bind(&code.redirect_uri)
+        .bind(&code.code_challenge)
+        .bind(&code.subject)
+        .bind(&code.scope)
+        .bind(&code.audiences)
+        .bind(&code.nonce)
+        .bind(code.openid)
+        .bind(code.auth_time)
+        .bind(code.expires_at as f64)
+        .execute(self.pool()?)
+        .await?;
+        Ok(())
+    }
+
+    /// Mark a code used, atomically: only one presentation can ever get `Fresh`.
+    pub async fn consume_code(&self, code_hash: &[u8]) -> Result<CodeUse, StoreError> {
+        let pool = self.pool()?;
+        type Row = (String, String, String, String, String, Vec<String>, Option<String>, bool, i64, i64, bool);
+        let fresh: Option<Row> = sqlx::query_as(
+            "UPDATE auth.authorization_code SET used = true WHERE code_hash = $1 AND used = false \
+             RETURNING client_id, redirect_uri, code_challenge, subject, scope, audiences, nonce, openid, auth_time, \
+             extract(epoch FROM expires_at)::bigint, expires_at <= now()",
+        )
+        .bind(code_hash)
+        .fetch_optional(pool)
+        .await?;
+        if let Some((
+            client_id,
+            redirect_uri,
+            code_challenge,
+            subject,
+            scope,
+            audiences,
+            nonce,
+            openid,
+            auth_time,
+            exp,
+            expired,
+        )) = fresh
+        {
+            return Ok(CodeUse::Fresh(CodeRecord {
+                client_id,
+                redirect_uri,
+                code_challenge,
+                subject,
+                scope,
+                audiences,
+                nonce,
+                openid,
+                auth_time,
+                expires_at: exp,
+                expired,
+            }));
+        }
+        let used: Option<(Option<String>, Option<uuid::Uuid>)> =
+            sqlx::query_as("SELECT issued_jti, refresh_family FROM auth.authorization_code WHERE code_hash = $1")
+                .bind(code_hash)
+                .fetch_optional(pool)
+                .await?;
+        Ok(match used {
+            Some((issued_jti, refresh_family)) => CodeUse::Replayed { issued_jti, refresh_family },
+            None => CodeUse::Unknown,
+        })
+    }
+
+    /// Remember what a code was exchanged for.
+    pub async fn record_code_issue(
+        &self,
+        code_hash: &[u8],
+        jti: &str,
+        family: Option<uuid::Uuid>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE auth.authorization_code SET issued_jti = $2, refresh_family = $3 WHERE code_hash = $1")
+            .bind(code_hash)
+            .bind(jti)
+            .bind(family)
+            .execute(self.pool()?)
+            .await?;
+        Ok(())
+    }
+
+    /// Store a refresh token under its hash.
+    pub async fn insert_refresh(&self, token_hash: &[u8], record: &RefreshRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO auth.refresh_token (token_hash, family, client_id, subject, scope, audiences, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7))",
+        )
+        .bind(token_hash)
+        .bind(record.family)
+        .bind(&record.client_id)
+        .bind(&record.subject)
+        .bind(&record.scope)
+        .bind(&record.audiences)
+        .bind(record.expires_at as f64)
+        .execute(self.pool()?)
+        .await?;
+        Ok(())
+    }
+
+    /// Use a refresh token: atomically marks it used.
+    pub async fn consume_refresh(&self, token_hash: &[u8]) -> Result<RefreshUse, StoreError> {
+        let pool = self.pool()?;
+        type Row = (uuid::Uuid, String, String, String, Vec<String>, i64, bool);
+        let fresh: Option<Row> = sqlx::query_as(
+            "UPDATE auth.refresh_token SET used = true WHERE token_hash = $1 AND used = false \
+             RETURNING family, client_id, subject, scope, audiences, extract(epoch FROM expires_at)::bigint, \
+             expires_at <= now()",
+        )
+        .bind(token_hash)
+        .fetch_optional(pool)
+        .await?;
+        if let Some((family, client_id, subject, scope, audiences, expires_at, expired)) = fresh {
+            if self.family_revoked(family).await? {
+                return Ok(RefreshUse::FamilyRevoked);
+            }
+            return Ok(RefreshUse::Fresh(RefreshRecord {
+                family,
+                client_id,
+                subject,
+                scope,
+                audiences,
+                expires_at,
+                expired,
+            }));
+        }
+        let family: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT family FROM auth.refresh_token WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(pool)
+                .await?;
+        Ok(family.map_or(RefreshUse::Unknown, |family| RefreshUse::Reused { family }))
+    }
+
+    /// Revoke every refresh token of a family.
+    pub async fn revoke_family(&self, family: uuid::Uuid) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO auth.revoked_family (family) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(family)
+            .execute(self.pool()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn family_revoked(&self, family: uuid::Uuid) -> Result<bool, StoreError> {
+        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM auth.revoked_family WHERE family = $1")
+            .bind(family)
+            .fetch_optional(self.pool()?)
+            .await?;
+        Ok(found.is_some())
+    }
+
     /// Drop entries whose tokens or assertions have expired anyway.
     pub async fn purge_expired(&self) -> Result<(), StoreError> {
         match self {
             Store::Postgres(pool) => {
                 sqlx::query("DELETE FROM auth.client_assertion_jti WHERE expires_at < now()").execute(pool).await?;
                 sqlx::query("DELETE FROM auth.revoked_token WHERE expires_at < now()").execute(pool).await?;
+                sqlx::query("DELETE FROM auth.authorization_code WHERE expires_at < now() - interval '1 day'")
+                    .execute(pool)
+                    .await?;
                 Ok(())
             }
             Store::Memory(memory) => {

@@ -17,6 +17,28 @@ use tokio::sync::oneshot;
 
 pub(crate) const READER_SECRET: &str = "4f1b7c0e9d2a3b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e";
 pub(crate) const PAYMENT_SECRET: &str = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180706f5e4d3c2b1a09f8e7d6c5b";
+pub(crate) const WEB_REDIRECT: &str = "https://app.example/callback";
+pub(crate) const BFF_SECRET: &str = "1234567890abcdef1234567890abcdef1234567890abcdef1234567890abcdef";
+
+/// Clients of the authorization-code flow (they need the database).
+const CODE_FLOW_CLIENTS: &str = r#"
+[[service.clients]]
+client_id = "web-app"
+auth = { method = "none" }
+grant_types = ["authorization_code", "refresh_token"]
+scopes = ["orders:read", "orders:write", "payments:authorize"]
+audiences = ["order-api"]
+redirect_uris = ["https://app.example/callback"]
+
+[[service.clients]]
+client_id = "web-bff"
+auth = { method = "client_secret_basic", secret_sha256 = "BFF_DIGEST" }
+grant_types = ["authorization_code"]
+scopes = ["orders:read"]
+audiences = ["order-api"]
+redirect_uris = ["https://bff.example/cb"]
+"#;
+
 pub(crate) const GATEWAY_SECRET: &str = "77665544332211009988aabbccddeeff00112233445566778899aabbccddeeff";
 pub(crate) const ALICE_SECRET: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
@@ -49,11 +71,27 @@ impl TestAuth {
     /// Start against `pg`: create the auth roles (infra/postgres), migrate as
     /// `auth_owner`, and let the server connect as `auth_app` over verified TLS.
     pub(crate) async fn start_with_database(pg: &TestPostgres) -> (Self, estate_testkit::ServiceRoles) {
+        Self::start_with_database_and(pg, "").await
+    }
+
+    /// The same, with `extra` TOML (e.g. `[service.login]`).
+    pub(crate) async fn start_with_database_and(
+        pg: &TestPostgres,
+        extra: &str,
+    ) -> (Self, estate_testkit::ServiceRoles) {
         let roles = pg.create_service_roles("auth").await.unwrap();
         let owner = sqlx::PgPool::connect_with(roles.owner.clone()).await.unwrap();
         estate_auth::store::migrator().run(&owner).await.unwrap();
-        let auth = Self::start_database_config(pg, &roles.app_password, None, None).await;
+        let auth = Self::start_database_config(pg, &roles.app_password, None, None, extra).await;
         (auth, roles)
+    }
+
+    /// Create a user (argon2id) through the app role, as the bootstrap does.
+    pub(crate) async fn create_user(roles: &estate_testkit::ServiceRoles, username: &str, password: &str) -> String {
+        let hash = estate_auth::passwords::Passwords::new().unwrap().hash(password).unwrap();
+        let pool = sqlx::PgPool::connect_with(roles.app.clone()).await.unwrap();
+        let store = estate_auth::store::Store::Postgres(pool);
+        store.create_user(username, &hash).await.unwrap().to_string()
     }
 
     /// Another instance on the same database with the same order-svc key: a replica.
@@ -63,6 +101,7 @@ impl TestAuth {
             &roles.app_password,
             Some(self.order_key.serialize_pem()),
             Some(self.issuer.clone()),
+            "",
         )
         .await
     }
@@ -72,6 +111,7 @@ impl TestAuth {
         app_password: &str,
         order_key_pem: Option<String>,
         issuer: Option<String>,
+        extra: &str,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let password = dir.path().join("db-password");
@@ -79,8 +119,9 @@ impl TestAuth {
         std::fs::set_permissions(&password, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
         let ca = dir.path().join("db-ca.pem");
         std::fs::write(&ca, pg.ca_pem().expect("local cluster with TLS")).unwrap();
+        let clients = CODE_FLOW_CLIENTS.replace("BFF_DIGEST", &sha256_hex(BFF_SECRET));
         let extra = format!(
-            "\n[service.database]\nhost = \"127.0.0.1\"\nport = {}\nname = \"postgres\"\nuser = \"auth_app\"\npassword = \"file:{}\"\nca_file = \"{}\"\n",
+            "{extra}\n{clients}\n[service.database]\nhost = \"127.0.0.1\"\nport = {}\nname = \"postgres\"\nuser = \"auth_app\"\npassword = \"file:{}\"\nca_file = \"{}\"\n",
             pg.port(),
             password.display(),
             ca.display()
