@@ -444,3 +444,50 @@ async fn a_refresh_can_narrow_scopes_but_never_widen_them() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["scope"], "orders:read");
 }
+
+// ------------------------------------------------------------------ a third-party OIDC library
+
+/// The `openidconnect` crate, unchanged: discovery, the authorization URL
+/// with PKCE and nonce, the code exchange, and ID-token verification against
+/// our JWKS — the way any OIDC relying party would use Estate.
+#[tokio::test]
+async fn third_party_openidconnect_crate_runs_discovery_and_code_flow_with_pkce() {
+    use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+    use openidconnect::{
+        AuthorizationCode, ClientId, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl,
+        Scope as OidcScope, TokenResponse,
+    };
+
+    let (_pg, auth, _roles, alice) = setup().await;
+    let transport = common::transport(auth.http.clone());
+    let metadata =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(auth.issuer.clone()).unwrap(), &transport).await.unwrap();
+    let client = CoreClient::from_provider_metadata(metadata, ClientId::new("web-app".into()), None)
+        .set_redirect_uri(RedirectUrl::new(WEB_REDIRECT.into()).unwrap());
+
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, csrf_state, nonce) = client
+        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .add_scope(OidcScope::new("orders:read".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    assert!(url.as_str().starts_with(&format!("{}/authorize?", auth.issuer)));
+
+    // The user logs in at the URL the library built.
+    let params: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let query = Browser::new(&auth).login(&params, "alice", "correct horse battery staple").await;
+    assert_eq!(get(&query, "state"), Some(csrf_state.secret().as_str()));
+
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(get(&query, "code").unwrap().to_owned()))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&transport)
+        .await
+        .unwrap();
+    let id_token = tokens.id_token().expect("an ID token for scope openid");
+    let claims = id_token.claims(&client.id_token_verifier(), &nonce).unwrap();
+    assert_eq!(claims.subject().as_str(), alice);
+    let access = auth.verifier("order-api").await.verify(tokens.access_token().secret()).await.unwrap();
+    assert!(access.scopes().contains(Scope::OrdersRead));
+}

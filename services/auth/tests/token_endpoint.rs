@@ -271,21 +271,7 @@ async fn third_party_oauth2_crate_runs_client_credentials_against_the_server() {
     use oauth2::{ClientId, ClientSecret, TokenResponse, TokenUrl};
 
     let auth = TestAuth::start().await;
-    let http = auth.http.clone();
-    let transport = move |request: oauth2::HttpRequest| {
-        let http = http.clone();
-        async move {
-            let (parts, body) = request.into_parts();
-            let response =
-                http.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body).send().await?;
-            let mut builder = http::Response::builder().status(response.status());
-            for (name, value) in response.headers() {
-                builder = builder.header(name, value);
-            }
-            let body = response.bytes().await?.to_vec();
-            Ok::<_, reqwest::Error>(builder.body(body).expect("valid response parts"))
-        }
-    };
+    let transport = common::transport(auth.http.clone());
     let client = BasicClient::new(ClientId::new("inventory-reader".into()))
         .set_client_secret(ClientSecret::new(READER_SECRET.into()))
         .set_token_uri(TokenUrl::new(auth.token_endpoint()).unwrap());

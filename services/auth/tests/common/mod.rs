@@ -323,3 +323,26 @@ impl TestAuth {
         }
     }
 }
+
+/// The HTTP transport for the third-party `oauth2`/`openidconnect` crates:
+/// our reqwest (one TLS stack, trusting the test CA), no redirects followed.
+pub(crate) fn transport(
+    http: reqwest::Client,
+) -> impl Fn(
+    oauth2::HttpRequest,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<oauth2::HttpResponse, reqwest::Error>> + Send>> {
+    move |request: oauth2::HttpRequest| {
+        let http = http.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let response =
+                http.request(parts.method, parts.uri.to_string()).headers(parts.headers).body(body).send().await?;
+            let mut builder = http::Response::builder().status(response.status());
+            for (name, value) in response.headers() {
+                builder = builder.header(name, value);
+            }
+            let body = response.bytes().await?.to_vec();
+            Ok(builder.body(body).expect("valid response parts"))
+        })
+    }
+}
