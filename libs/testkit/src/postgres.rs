@@ -29,6 +29,9 @@ const SUPERUSER: &str = "postgres";
 /// The deployment's per-service roles bootstrap, run by [`TestPostgres::create_service_roles`].
 const SERVICE_ROLES_SQL: &str = include_str!("../../../infra/postgres/service-roles.sql");
 
+/// The role OpenBao's database engine uses, run by [`TestPostgres::create_openbao_role`].
+const OPENBAO_ROLE_SQL: &str = include_str!("../../../infra/postgres/openbao-role.sql");
+
 /// The two roles of one service and how to connect as each.
 pub struct ServiceRoles {
     /// `<svc>_owner`: migrations.
@@ -129,6 +132,17 @@ impl TestPostgres {
             owner_password,
             app_password,
         })
+    }
+
+    /// Create the `openbao_admin` role (`infra/postgres/openbao-role.sql`)
+    /// that OpenBao's database engine logs in as; returns its password.
+    pub async fn create_openbao_role(&self) -> Result<String, TestkitError> {
+        let password = format!("{:032x}", rand::rng().random::<u128>());
+        let sql = OPENBAO_ROLE_SQL.replace(":'openbao_password'", &format!("'{password}'"));
+        let mut conn = sqlx::PgConnection::connect_with(&self.options).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
+        conn.close().await?;
+        Ok(password)
     }
 
     /// The TCP port.
