@@ -100,7 +100,7 @@ pub struct Lifetimes {
 /// Issues tokens.
 pub struct Issuer {
     issuer: String,
-    keys: KeyRing,
+    keys: Arc<KeyRing>,
     lifetimes: Lifetimes,
     policies: Vec<ExchangePolicy>,
     /// Verifies our own tokens (subject tokens, introspection, revocation):
@@ -113,7 +113,7 @@ impl Issuer {
     /// Assemble the issuer.
     pub fn new(
         issuer: String,
-        keys: KeyRing,
+        keys: Arc<KeyRing>,
         lifetimes: Lifetimes,
         policies: Vec<ExchangePolicy>,
         own_tokens: Verifier,

@@ -58,6 +58,15 @@ impl SigningKey {
         Self::from_pkcs8(pkcs8.as_ref())
     }
 
+    /// A new random key as PKCS#8 PEM (for the key store).
+    pub fn generate_pem() -> Result<String, KeyError> {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .map_err(|_| KeyError::Generate)?;
+        let body = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+        let lines: Vec<&str> = body.as_bytes().chunks(64).filter_map(|c| std::str::from_utf8(c).ok()).collect();
+        Ok(format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n")))
+    }
+
     fn from_pkcs8(der: &[u8]) -> Result<Self, KeyError> {
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).map_err(|_| KeyError::Invalid)?;
         // Uncompressed point: 0x04 || X (32) || Y (32).
@@ -93,6 +102,39 @@ impl KeyRing {
     pub fn new(key: SigningKey) -> Self {
         let key = Arc::new(key);
         Self { active: RwLock::new(key.clone()), published: RwLock::new(vec![key]) }
+    }
+
+    /// A ring that signs with `active` and publishes `published`.
+    pub fn with_keys(active: SigningKey, published: Vec<SigningKey>) -> Self {
+        Self {
+            active: RwLock::new(Arc::new(active)),
+            published: RwLock::new(published.into_iter().map(Arc::new).collect()),
+        }
+    }
+
+    /// Swap in a new key set (keys reloaded from the store). Returns whether
+    /// anything changed. Tokens being signed keep the key they started with.
+    pub fn replace(&self, active: SigningKey, published: Vec<SigningKey>) -> bool {
+        let mut published_kids: Vec<&str> = published.iter().map(|k| k.kid.as_str()).collect();
+        published_kids.sort_unstable();
+        let current_active = self.active_kid();
+        let mut current: Vec<String> = match self.published.read() {
+            Ok(keys) => keys.iter().map(|k| k.kid.clone()).collect(),
+            Err(poisoned) => poisoned.into_inner().iter().map(|k| k.kid.clone()).collect(),
+        };
+        current.sort_unstable();
+        if current_active == active.kid && current.iter().map(String::as_str).eq(published_kids.iter().copied()) {
+            return false;
+        }
+        let published: Vec<Arc<SigningKey>> = published.into_iter().map(Arc::new).collect();
+        // Publish first, then sign: a verifier never sees a token whose key is not yet in the JWKS.
+        if let Ok(mut slot) = self.published.write() {
+            *slot = published;
+        }
+        if let Ok(mut slot) = self.active.write() {
+            *slot = Arc::new(active);
+        }
+        true
     }
 
     fn active(&self) -> Arc<SigningKey> {

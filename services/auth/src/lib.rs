@@ -11,9 +11,11 @@
 //! which rules), [`endpoints`] (HTTP), [`oauth_error`] (RFC 6749 errors).
 
 pub mod authorize;
+pub mod cli;
 pub mod clients;
 pub mod endpoints;
 pub mod grants;
+pub mod key_store;
 pub mod keys;
 pub mod oauth_error;
 pub mod passwords;
@@ -26,7 +28,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use estate_service_kit::management::Readiness;
-use estate_service_kit::secret::resolve_local;
 use estate_service_kit::{Config, Server, Service};
 use estate_tokens::jwks::KeyLocation;
 use estate_tokens::{Verifier, VerifierConfig};
@@ -95,15 +96,35 @@ async fn build_state(settings: &AuthSettings) -> anyhow::Result<AuthState> {
         bail!("exchanged_token_ttl_secs must be 1..={MAX_EXCHANGED_TOKEN_TTL_SECS}");
     }
     let issuer = settings.issuer.trim_end_matches('/').to_owned();
-    let key = match (&settings.signing_key, settings.dev_generated_signing_key) {
-        (Some(reference), _) => {
-            let pem = resolve_local(reference).context("signing key")?;
-            SigningKey::from_pem(pem.expose_secret())?
+    let openbao = match &settings.openbao {
+        Some(openbao) => {
+            let client = estate_secrets::OpenBao::login(openbao).await.context("openbao login")?;
+            client.spawn_token_renewal();
+            Some(client)
         }
-        (None, true) => SigningKey::generate()?,
-        (None, false) => bail!("no signing key: set service.signing_key (or dev_generated_signing_key in development)"),
+        None => None,
     };
-    let keys = KeyRing::new(key);
+    let keys = Arc::new(match (&settings.key_store, &settings.signing_key, settings.dev_generated_signing_key) {
+        (Some(store), _, _) => {
+            let client = openbao.as_ref().context("service.key_store needs service.openbao")?;
+            let set = key_store::load(client, store).await.context("loading signing keys")?;
+            if set.keys.is_empty() {
+                bail!("no signing keys in OpenBao yet: run `auth keys rotate` once to create the first");
+            }
+            let (active, published) = set.to_ring_parts(grants::unix_now())?;
+            KeyRing::with_keys(active, published)
+        }
+        (None, Some(reference), _) => {
+            let pem = estate_secrets::resolve(reference, openbao.as_ref()).await.context("signing key")?;
+            KeyRing::new(SigningKey::from_pem(pem.expose_secret())?)
+        }
+        (None, None, true) => KeyRing::new(SigningKey::generate()?),
+        (None, None, false) => {
+            bail!(
+                "no signing key: set service.key_store or service.signing_key (or dev_generated_signing_key in development)"
+            )
+        }
+    });
     let needs_database = settings.clients.iter().any(|c| {
         c.grant_types.contains(&settings::GrantType::AuthorizationCode)
             || c.grant_types.contains(&settings::GrantType::RefreshToken)
@@ -136,6 +157,9 @@ async fn build_state(settings: &AuthSettings) -> anyhow::Result<AuthState> {
 
     let metadata = endpoints::metadata(&issuer);
     let issuer_url = issuer.clone();
+    if let (Some(store), Some(client)) = (&settings.key_store, &openbao) {
+        key_store::spawn_reloader(client.clone(), store.clone(), &keys, subject_verifier.clone());
+    }
     let issuer = Issuer::new(
         issuer,
         keys,

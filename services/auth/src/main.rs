@@ -1,5 +1,9 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if estate_auth::cli::is_command(&args) {
+        return estate_auth::cli::run(&args);
+    }
     estate_service_kit::run_main::<estate_auth::Application>()
 }

@@ -69,6 +69,13 @@ pub struct AuthSettings {
     /// Refresh-token lifetime in seconds (a family ends this long after login).
     #[serde(default = "default_refresh_ttl")]
     pub refresh_token_ttl_secs: u64,
+    /// OpenBao, for `openbao:` secret references and the key store.
+    #[serde(default)]
+    pub openbao: Option<estate_secrets::OpenBaoSettings>,
+    /// Signing keys held in OpenBao and rotated (takes precedence over
+    /// `signing_key`). Needs `openbao`.
+    #[serde(default)]
+    pub key_store: Option<crate::key_store::KeyStoreSettings>,
 }
 
 fn default_refresh_ttl() -> u64 {
@@ -134,6 +141,8 @@ impl Default for AuthSettings {
             database: None,
             login: LoginSettings::default(),
             refresh_token_ttl_secs: default_refresh_ttl(),
+            openbao: None,
+            key_store: None,
         }
     }
 }
@@ -148,6 +157,15 @@ impl DevSettings for AuthSettings {
             found.push(
                 "service.database is not set (in-process stores do not survive restarts or span replicas)".to_owned(),
             );
+        }
+        if let Some(store) = &self.key_store {
+            // A verifier must see a key before it signs, and keep it until its tokens expired.
+            if store.publish_lead_secs < 300 {
+                found.push("service.key_store.publish_lead_secs < 300 (the JWKS max-age)".to_owned());
+            }
+            if store.retire_after_secs < self.access_token_ttl_secs + 60 {
+                found.push("service.key_store.retire_after_secs < access-token TTL + 60 s".to_owned());
+            }
         }
         if !self.issuer.starts_with("https://") {
             found.push("service.issuer is not https".to_owned());

@@ -234,6 +234,11 @@ impl TestAuth {
         panic!("could not start the auth server on a free port");
     }
 
+    /// The configuration file this instance was started with.
+    pub(crate) fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("auth.toml")
+    }
+
     pub(crate) fn token_endpoint(&self) -> String {
         format!("{}/token", self.issuer)
     }

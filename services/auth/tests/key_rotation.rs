@@ -1,0 +1,117 @@
+//! Signing keys held in OpenBao and rotated with the operator command while
+//! the server runs: a new key is published before it signs, tokens signed by
+//! the old key keep verifying until it retires, then its kid leaves the JWKS.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed step should panic the test")]
+
+mod common;
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use common::{READER_SECRET, TestAuth};
+use estate_auth::key_store::{KeyStoreSettings, RotationStep};
+use estate_secrets::OpenBao;
+use estate_secrets::bootstrap::Bootstrap;
+use estate_testkit::TestOpenBao;
+use estate_tokens::TokenError;
+use reqwest::StatusCode;
+use secrecy::SecretString;
+
+/// Wait for a condition the server reaches on its own (a reload), with a deadline.
+async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn jwks_kids(auth: &TestAuth) -> Vec<String> {
+    let jwks: serde_json::Value =
+        auth.http.get(format!("{}/jwks", auth.base_url)).send().await.unwrap().json().await.unwrap();
+    jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn new_token(auth: &TestAuth) -> String {
+    let (status, body) =
+        auth.post_token(Some(("inventory-reader", READER_SECRET)), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+fn kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+fn rotate_with_the_binary(auth: &TestAuth) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_auth"))
+        .args(["keys", "rotate", "--config"])
+        .arg(auth.config_path())
+        .env_remove("ESTATE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn pc12_signing_key_rotation_without_restart_and_retirement_from_the_jwks() {
+    // OpenBao with the auth service's policy and AppRole.
+    let bao = TestOpenBao::start().await.unwrap();
+    let admin =
+        OpenBao::with_token(bao.addr(), Some(bao.ca_pem().as_bytes()), SecretString::from(bao.root_token().to_owned()))
+            .unwrap();
+    Bootstrap::new(&admin).engines().await.unwrap();
+    let creds = Bootstrap::new(&admin).service("auth").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (role_id, secret_id, ca) =
+        (dir.path().join("role-id"), dir.path().join("secret-id"), dir.path().join("bao-ca.pem"));
+    std::fs::write(&role_id, &creds.role_id).unwrap();
+    std::fs::write(&secret_id, secrecy::ExposeSecret::expose_secret(&creds.secret_id)).unwrap();
+    std::fs::set_permissions(&secret_id, std::fs::Permissions::from_mode(0o400)).unwrap();
+    std::fs::write(&ca, bao.ca_pem()).unwrap();
+
+    let store = KeyStoreSettings {
+        kv_mount: "kv".into(),
+        kv_path: "auth/signing-keys".into(),
+        reload_secs: 1,
+        publish_lead_secs: 0,
+        retire_after_secs: 5,
+    };
+    // Initialise the key set with the service's own identity, as `auth keys rotate` does.
+    let service = OpenBao::login_approle(bao.addr(), Some(bao.ca_pem().as_bytes()), &creds.role_id, &creds.secret_id)
+        .await
+        .unwrap();
+    let step = estate_auth::key_store::rotate(&service, &store, estate_testkit::idp::now()).await.unwrap();
+    assert_eq!(step, RotationStep::Initialised);
+
+    let extra = format!(
+        "[service.openbao]\naddress = \"{}\"\nca_file = \"{}\"\nauth = {{ method = \"app_role\", role_id_file = \"{}\", secret_id_file = \"{}\" }}\n\
+         [service.key_store]\nreload_secs = 1\npublish_lead_secs = 0\nretire_after_secs = 5\n",
+        bao.addr(),
+        ca.display(),
+        role_id.display(),
+        secret_id.display()
+    );
+    let auth = TestAuth::start_with(&extra).await;
+    let before = new_token(&auth).await;
+    let old_kid = kid(&before);
+    assert_eq!(jwks_kids(&auth).await, std::slice::from_ref(&old_kid));
+
+    // Step 1: publish. The new key appears in the JWKS but does not sign yet.
+    assert!(rotate_with_the_binary(&auth).contains("Published"));
+    eventually("the next key is published", || async { jwks_kids(&auth).await.len() == 2 }).await;
+    assert_eq!(kid(&new_token(&auth).await), old_kid, "a published key does not sign yet");
+
+    // Step 2: activate. New tokens use the new key; old tokens still verify.
+    assert!(rotate_with_the_binary(&auth).contains("Activated"));
+    eventually("tokens are signed with the new key", || async { kid(&new_token(&auth).await) != old_kid }).await;
+    auth.verifier("inventory-api").await.verify(&before).await.expect("old token verifies while its key retires");
+
+    // Retirement: once the old key's time is up it leaves the JWKS, and its tokens are refused.
+    eventually("the old key leaves the JWKS", || async { !jwks_kids(&auth).await.contains(&old_kid) }).await;
+    assert_eq!(auth.verifier("inventory-api").await.verify(&before).await.unwrap_err(), TokenError::UnknownKey);
+    let after = new_token(&auth).await;
+    auth.verifier("inventory-api").await.verify(&after).await.unwrap();
+}
