@@ -60,7 +60,22 @@ impl Server {
         api_router: Router,
         readiness: Readiness,
     ) -> Result<Self, StartError> {
+        Self::bind_with_api_tls(name, config, api_router, readiness, None).await
+    }
+
+    /// The same, with the API listener's TLS given (east-west mTLS from
+    /// `estate-workload-identity`); the management listener keeps the
+    /// server-only TLS of the configuration, since probes and scrapers
+    /// present no workload certificate.
+    pub async fn bind_with_api_tls<S>(
+        name: &'static str,
+        config: &Config<S>,
+        api_router: Router,
+        readiness: Readiness,
+        api_tls: Option<ServerTls>,
+    ) -> Result<Self, StartError> {
         let tls = ServerTls::new(CertifiedKey::load(&config.tls, config.mode)?.into_server_config()?);
+        let api_tls = api_tls.unwrap_or_else(|| tls.clone());
         let metrics = Metrics::new(name);
         let metrics_token = config.management.metrics_token.as_ref().map(resolve_local).transpose()?;
         let limits =
@@ -74,18 +89,11 @@ impl Server {
         );
 
         let handshake = config.limits.handshake_timeout();
-        let bind = |listener: &'static str, addr: SocketAddr| {
-            let tls = tls.clone();
-            async move {
-                TlsListener::bind(addr, tls, handshake).await.map_err(|source| StartError::Bind {
-                    listener,
-                    addr,
-                    source,
-                })
-            }
+        let bind = |listener: &'static str, addr: SocketAddr, tls: ServerTls| async move {
+            TlsListener::bind(addr, tls, handshake).await.map_err(|source| StartError::Bind { listener, addr, source })
         };
-        let api_listener = bind("api", config.api.bind).await?;
-        let management_listener = bind("management", config.management.bind).await?;
+        let api_listener = bind("api", config.api.bind, api_tls.clone()).await?;
+        let management_listener = bind("management", config.management.bind, tls).await?;
         let local = |l: &TlsListener, listener, addr| {
             l.local_addr().map_err(|source| StartError::Bind { listener, addr, source })
         };
@@ -99,7 +107,7 @@ impl Server {
             api_addr,
             management_addr,
             readiness,
-            tls,
+            tls: api_tls,
             grace: config.limits.shutdown_grace(),
         })
     }
@@ -114,7 +122,7 @@ impl Server {
         self.management_addr
     }
 
-    /// The TLS slot both listeners read, for certificate rotation.
+    /// The API listener's TLS slot, for certificate rotation.
     pub fn tls(&self) -> ServerTls {
         self.tls.clone()
     }

@@ -1,0 +1,17 @@
+//! `estate-workload-identity`: who is calling, east-west.
+//!
+//! - [`SpiffeId`]: strict SPIFFE IDs, read from X.509-SVIDs;
+//! - [`tls`]: mTLS server configs that require client SVIDs, and client
+//!   configs that verify the server's SPIFFE ID (not a host name);
+//! - [`Peer`]: the caller's verified identity as an axum extractor;
+//! - [`EastWestPolicy`]: default-deny rules of which workload may call which
+//!   route, enforced by a middleware (403 / gRPC `PERMISSION_DENIED`).
+
+mod peer;
+mod policy;
+mod spiffe;
+pub mod tls;
+
+pub use peer::{NoPeer, Peer};
+pub use policy::{EastWestPolicy, PolicyError, enforce};
+pub use spiffe::{SpiffeId, SpiffeIdError};

@@ -1,0 +1,172 @@
+//! PC-01 over real sockets: an mTLS listener (the service kit's, with the
+//! east-west policy) refuses plain HTTP, missing, foreign and expired client
+//! certificates; an allowed workload gets in; a valid but unauthorised one
+//! gets 403 (gRPC: PERMISSION_DENIED); clients verify the server's SPIFFE ID.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed step should panic the test")]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use estate_service_kit::config::{Config, NoServiceSettings};
+use estate_service_kit::management::Readiness;
+use estate_service_kit::tls::ServerTls;
+use estate_service_kit::{SecretRef, Server};
+use estate_testkit::{Leaf, LeafSpec, TestPki, Validity};
+use estate_workload_identity::tls::{Svid, client_config, server_config};
+use estate_workload_identity::{EastWestPolicy, Peer, SpiffeId, enforce};
+use reqwest::StatusCode;
+use tokio::sync::oneshot;
+
+fn id(sa: &str) -> SpiffeId {
+    SpiffeId::workload("estate.local", "estate", sa).unwrap()
+}
+
+fn svid(leaf: &Leaf) -> Svid {
+    Svid { chain: leaf.chain().unwrap(), key: leaf.private_key().unwrap() }
+}
+
+const POLICY: &str = r#"
+[[allow]]
+caller = "spiffe://estate.local/ns/estate/sa/order"
+methods = ["GET", "POST"]
+paths = ["/v1/payments/*", "/estate.payment.v1.Payments/Authorize"]
+"#;
+
+struct Payment {
+    port: u16,
+    pki: TestPki,
+    _dir: tempfile::TempDir,
+    _stop: oneshot::Sender<()>,
+}
+
+/// "payment": an mTLS API listener enforcing the policy.
+async fn payment() -> Payment {
+    let pki = TestPki::new("estate").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let management = pki.localhost_server().unwrap().write_to(dir.path(), "mgmt").unwrap();
+    let mut config = Config::<NoServiceSettings>::from_figment(Config::<NoServiceSettings>::figment(None)).unwrap();
+    config.api.bind = "127.0.0.1:0".parse().unwrap();
+    config.management.bind = "127.0.0.1:0".parse().unwrap();
+    config.tls.cert = Some(management.cert);
+    config.tls.key = Some(SecretRef::File(management.key));
+
+    // The payment SVID also names localhost so that plain webpki clients can reach
+    // the handshake at all (the negative cases below); workloads check the SPIFFE ID.
+    let spec = LeafSpec { dns: vec!["localhost".into()], ..LeafSpec::spiffe(id("payment").as_str()) };
+    let api_tls = server_config(svid(&pki.issue(&spec).unwrap()), &[pki.ca_der()]).unwrap();
+    let policy = EastWestPolicy::from_toml(POLICY).unwrap();
+    let router = Router::new()
+        .route("/v1/payments/{id}", get(|Peer(caller): Peer| async move { caller.to_string() }))
+        .route("/estate.payment.v1.Payments/Authorize", post(|| async { "ok" }))
+        .route("/estate.payment.v1.Payments/Refund", post(|| async { "ok" }))
+        .layer(from_fn_with_state(policy, enforce));
+    let server =
+        Server::bind_with_api_tls("payment", &config, router, Readiness::default(), Some(ServerTls::new(api_tls)))
+            .await
+            .unwrap();
+    let port = server.api_addr().port();
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(server.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+    Payment { port, pki, _dir: dir, _stop: stop }
+}
+
+/// A workload client presenting `leaf` and expecting to talk to `expected`.
+fn workload_client(pki: &TestPki, leaf: &Leaf, expected: SpiffeId) -> reqwest::Client {
+    let tls = client_config(svid(leaf), &[pki.ca_der()], expected).unwrap();
+    reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(5)).build().unwrap()
+}
+
+fn url(payment: &Payment, path: &str) -> String {
+    format!("https://localhost:{}{path}", payment.port)
+}
+
+#[tokio::test]
+async fn pc01_the_allowed_workload_gets_in_and_the_handler_knows_who_it_is() {
+    let payment = payment().await;
+    let order = payment.pki.issue(&LeafSpec::spiffe(id("order").as_str())).unwrap();
+    let client = workload_client(&payment.pki, &order, id("payment"));
+    let response = client.get(url(&payment, "/v1/payments/42")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), id("order").as_str());
+}
+
+#[tokio::test]
+async fn pc01_a_valid_workload_not_allowed_for_the_route_gets_403_and_headers_change_nothing() {
+    let payment = payment().await;
+    let inventory = payment.pki.issue(&LeafSpec::spiffe(id("inventory").as_str())).unwrap();
+    let client = workload_client(&payment.pki, &inventory, id("payment"));
+    let response = client
+        .get(url(&payment, "/v1/payments/42"))
+        .header("x-spiffe-id", id("order").as_str())
+        .header("x-forwarded-client-cert", format!("URI={}", id("order")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+
+    // The allowed workload on a route it is not allowed: also refused.
+    let order = payment.pki.issue(&LeafSpec::spiffe(id("order").as_str())).unwrap();
+    let refund = workload_client(&payment.pki, &order, id("payment"))
+        .post(url(&payment, "/estate.payment.v1.Payments/Refund"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refund.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn pc01_grpc_calls_from_a_disallowed_workload_get_permission_denied() {
+    let payment = payment().await;
+    let inventory = payment.pki.issue(&LeafSpec::spiffe(id("inventory").as_str())).unwrap();
+    let response = workload_client(&payment.pki, &inventory, id("payment"))
+        .post(url(&payment, "/estate.payment.v1.Payments/Authorize"))
+        .header("content-type", "application/grpc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["grpc-status"], "7");
+    let order = payment.pki.issue(&LeafSpec::spiffe(id("order").as_str())).unwrap();
+    let allowed = workload_client(&payment.pki, &order, id("payment"))
+        .post(url(&payment, "/estate.payment.v1.Payments/Authorize"))
+        .header("content-type", "application/grpc")
+        .send()
+        .await
+        .unwrap();
+    assert!(allowed.headers().get("grpc-status").is_none());
+}
+
+#[tokio::test]
+async fn pc01_plain_http_and_tls_without_a_client_certificate_are_refused() {
+    let payment = payment().await;
+    let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{}/v1/payments/42", payment.port)).send().await;
+    assert!(plain.is_err(), "plain HTTP answered");
+    let anonymous = payment.pki.https_client().unwrap().get(url(&payment, "/v1/payments/42")).send().await;
+    assert!(anonymous.is_err(), "TLS without a client certificate was served");
+}
+
+#[tokio::test]
+async fn pc01_a_certificate_from_another_ca_or_an_expired_one_is_refused() {
+    let payment = payment().await;
+    let rogue_ca = TestPki::new("rogue").unwrap();
+    let rogue_order = rogue_ca.issue(&LeafSpec::spiffe(id("order").as_str())).unwrap();
+    let rogue = workload_client(&payment.pki, &rogue_order, id("payment"));
+    assert!(rogue.get(url(&payment, "/v1/payments/42")).send().await.is_err(), "foreign CA accepted");
+
+    let expired = payment.pki.issue(&LeafSpec::spiffe(id("order").as_str()).with_validity(Validity::Expired)).unwrap();
+    let stale = workload_client(&payment.pki, &expired, id("payment"));
+    assert!(stale.get(url(&payment, "/v1/payments/42")).send().await.is_err(), "expired certificate accepted");
+}
+
+#[tokio::test]
+async fn pc01_a_client_refuses_a_server_with_another_spiffe_id() {
+    let payment = payment().await;
+    let order = payment.pki.issue(&LeafSpec::spiffe(id("order").as_str())).unwrap();
+    // Order meant to call inventory; the server at that address is payment.
+    let confused = workload_client(&payment.pki, &order, id("inventory"));
+    assert!(confused.get(url(&payment, "/v1/payments/42")).send().await.is_err());
+}
