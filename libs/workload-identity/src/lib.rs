@@ -7,11 +7,13 @@
 //! - [`EastWestPolicy`]: default-deny rules of which workload may call which
 //!   route, enforced by a middleware (403 / gRPC `PERMISSION_DENIED`).
 
+mod identity;
 mod peer;
 mod policy;
 mod spiffe;
 pub mod tls;
 
+pub use identity::{RotatingIdentity, spawn_openbao_renewal, svid_from_pem};
 pub use peer::{NoPeer, Peer};
 pub use policy::{EastWestPolicy, PolicyError, enforce};
 pub use spiffe::{SpiffeId, SpiffeIdError};

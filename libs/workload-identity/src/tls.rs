@@ -16,6 +16,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+use crate::identity::RotatingIdentity;
 use crate::spiffe::SpiffeId;
 
 /// A workload's certificate chain and private key.
@@ -55,23 +56,28 @@ fn roots(bundle: &[CertificateDer<'static>]) -> Result<RootCertStore, IdentityTl
     Ok(roots)
 }
 
-/// A server config that requires a client SVID from `bundle`.
-pub fn server_config(svid: Svid, bundle: &[CertificateDer<'static>]) -> Result<ServerConfig, IdentityTlsError> {
+/// A server config that presents `identity` (rotating) and requires a client
+/// SVID from `bundle`.
+pub fn server_config(
+    identity: Arc<RotatingIdentity>,
+    bundle: &[CertificateDer<'static>],
+) -> Result<ServerConfig, IdentityTlsError> {
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(bundle)?), provider())
         .build()
         .map_err(|e| IdentityTlsError::Verifier(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(svid.chain, svid.key)?;
+        .with_cert_resolver(identity);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
-/// A client config that presents `svid` and accepts only `expected_server`.
-/// Connect with any server name (e.g. the host); it is not what is checked.
+/// A client config that presents `identity` (rotating) and accepts only
+/// `expected_server`. Connect with any server name (e.g. the host); it is not
+/// what is checked.
 pub fn client_config(
-    svid: Svid,
+    identity: Arc<RotatingIdentity>,
     bundle: &[CertificateDer<'static>],
     expected_server: SpiffeId,
 ) -> Result<ClientConfig, IdentityTlsError> {
@@ -81,7 +87,7 @@ pub fn client_config(
         // The one custom verifier in the estate; reviewed, tested both ways.
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_auth_cert(svid.chain, svid.key)?;
+        .with_client_cert_resolver(identity);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -4,6 +4,7 @@
 //! gets 403 (gRPC: PERMISSION_DENIED); clients verify the server's SPIFFE ID.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed step should panic the test")]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,7 +16,7 @@ use estate_service_kit::tls::ServerTls;
 use estate_service_kit::{SecretRef, Server};
 use estate_testkit::{Leaf, LeafSpec, TestPki, Validity};
 use estate_workload_identity::tls::{Svid, client_config, server_config};
-use estate_workload_identity::{EastWestPolicy, Peer, SpiffeId, enforce};
+use estate_workload_identity::{EastWestPolicy, Peer, RotatingIdentity, SpiffeId, enforce};
 use reqwest::StatusCode;
 use tokio::sync::oneshot;
 
@@ -23,8 +24,8 @@ fn id(sa: &str) -> SpiffeId {
     SpiffeId::workload("estate.local", "estate", sa).unwrap()
 }
 
-fn svid(leaf: &Leaf) -> Svid {
-    Svid { chain: leaf.chain().unwrap(), key: leaf.private_key().unwrap() }
+fn svid(leaf: &Leaf) -> Arc<RotatingIdentity> {
+    RotatingIdentity::new(Svid { chain: leaf.chain().unwrap(), key: leaf.private_key().unwrap() }).unwrap()
 }
 
 const POLICY: &str = r#"

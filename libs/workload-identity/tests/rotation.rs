@@ -1,0 +1,165 @@
+//! Certificates rotate under traffic with zero failed requests, and renew
+//! themselves from OpenBao's PKI engine.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed step should panic the test")]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Extension;
+use axum::middleware::from_fn_with_state;
+use axum::routing::get;
+use estate_secrets::OpenBao;
+use estate_secrets::bootstrap::{Bootstrap, spiffe_id};
+use estate_service_kit::config::{Config, NoServiceSettings};
+use estate_service_kit::management::Readiness;
+use estate_service_kit::serve::ConnectionInfo;
+use estate_service_kit::tls::ServerTls;
+use estate_service_kit::{SecretRef, Server};
+use estate_testkit::{LeafSpec, TestOpenBao, TestPki};
+use estate_workload_identity::tls::{Svid, client_config, server_config};
+use estate_workload_identity::{EastWestPolicy, RotatingIdentity, SpiffeId, enforce, spawn_openbao_renewal};
+use secrecy::SecretString;
+use tokio::sync::oneshot;
+
+fn id(sa: &str) -> SpiffeId {
+    SpiffeId::workload("estate.local", "estate", sa).unwrap()
+}
+
+fn fresh_svid(pki: &TestPki, sa: &str) -> Svid {
+    let leaf = pki.issue(&LeafSpec::spiffe(id(sa).as_str())).unwrap();
+    Svid { chain: leaf.chain().unwrap(), key: leaf.private_key().unwrap() }
+}
+
+const POLICY: &str = r#"
+[[allow]]
+caller = "spiffe://estate.local/ns/estate/sa/order"
+methods = ["GET"]
+paths = ["/v1/payments/*"]
+"#;
+
+#[tokio::test]
+async fn certificates_rotate_on_both_sides_under_traffic_with_zero_failed_requests() {
+    let pki = TestPki::new("estate").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let management = pki.localhost_server().unwrap().write_to(dir.path(), "mgmt").unwrap();
+    let mut config = Config::<NoServiceSettings>::from_figment(Config::<NoServiceSettings>::figment(None)).unwrap();
+    config.api.bind = "127.0.0.1:0".parse().unwrap();
+    config.management.bind = "127.0.0.1:0".parse().unwrap();
+    config.tls.cert = Some(management.cert);
+    config.tls.key = Some(SecretRef::File(management.key));
+
+    let server_identity = RotatingIdentity::new(fresh_svid(&pki, "payment")).unwrap();
+    let client_identity = RotatingIdentity::new(fresh_svid(&pki, "order")).unwrap();
+    let api_tls = ServerTls::new(server_config(server_identity.clone(), &[pki.ca_der()]).unwrap());
+    // The handler reports which client certificate it saw (a digest of the leaf).
+    let router = Router::new()
+        .route(
+            "/v1/payments/{id}",
+            get(|Extension(info): Extension<ConnectionInfo>| async move {
+                let leaf = info.peer_certificates.first().map(|c| c.as_ref().to_vec()).unwrap_or_default();
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &leaf);
+                digest.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
+            }),
+        )
+        .layer(from_fn_with_state(EastWestPolicy::from_toml(POLICY).unwrap(), enforce));
+    let server =
+        Server::bind_with_api_tls("payment", &config, router, Readiness::default(), Some(api_tls)).await.unwrap();
+    let url = format!("https://localhost:{}/v1/payments/1", server.api_addr().port());
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(server.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+
+    let tls = client_config(client_identity.clone(), &[pki.ca_der()], id("payment")).unwrap();
+    // No connection reuse and no session resumption (a resumed TLS 1.3 session
+    // keeps the client authentication of the original handshake): every request
+    // is a full handshake with the certificates of that moment.
+    let mut full_handshakes = tls.clone();
+    full_handshakes.resumption = rustls::client::Resumption::disabled();
+    let fresh =
+        reqwest::Client::builder().use_preconfigured_tls(full_handshakes).pool_max_idle_per_host(0).build().unwrap();
+    // Kept-alive connections established before a rotation must keep working too.
+    let pooled = reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap();
+
+    const STREAMS: usize = 4;
+    const PER_STREAM: usize = 150;
+    let failures = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let mut streams = Vec::new();
+    for stream in 0..STREAMS {
+        let client = if stream % 2 == 0 { fresh.clone() } else { pooled.clone() };
+        let (url, failures, sent, seen) = (url.clone(), failures.clone(), sent.clone(), seen.clone());
+        streams.push(tokio::spawn(async move {
+            for _ in 0..PER_STREAM {
+                match client.get(&url).send().await {
+                    Ok(response) if response.status().is_success() => {
+                        let body = response.text().await.unwrap();
+                        seen.lock().unwrap().insert(body);
+                    }
+                    _ => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    // Rotate both sides while the streams run.
+    let mut rotations = 0;
+    while sent.load(Ordering::SeqCst) < STREAMS * PER_STREAM * 9 / 10 {
+        let target = (rotations + 1) * STREAMS * PER_STREAM / 6;
+        while sent.load(Ordering::SeqCst) < target {
+            tokio::task::yield_now().await;
+        }
+        server_identity.rotate(fresh_svid(&pki, "payment")).unwrap();
+        client_identity.rotate(fresh_svid(&pki, "order")).unwrap();
+        rotations += 1;
+    }
+    for stream in streams {
+        stream.await.unwrap();
+    }
+    let total = sent.load(Ordering::SeqCst);
+    let distinct = seen.lock().unwrap().len();
+    println!("rotation under traffic: {total} requests, {rotations} rotations, {distinct} client certificates seen");
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "failed requests during rotation");
+    assert!(rotations >= 4);
+    assert!(distinct > rotations / 2, "the server saw the rotated client certificates ({distinct})");
+    drop(stop);
+}
+
+#[tokio::test]
+async fn a_workload_certificate_renews_itself_from_openbao() {
+    let bao = TestOpenBao::start().await.unwrap();
+    let admin =
+        OpenBao::with_token(bao.addr(), Some(bao.ca_pem().as_bytes()), SecretString::from(bao.root_token().to_owned()))
+            .unwrap();
+    Bootstrap::new(&admin).engines().await.unwrap();
+    let creds = Bootstrap::new(&admin).service("order").await.unwrap();
+    let order = OpenBao::login_approle(bao.addr(), Some(bao.ca_pem().as_bytes()), &creds.role_id, &creds.secret_id)
+        .await
+        .unwrap();
+    let first =
+        order.issue_spiffe_certificate("pki", "order", &spiffe_id("order"), Duration::from_secs(3)).await.unwrap();
+    let identity = RotatingIdentity::new(estate_workload_identity::svid_from_pem(&first).unwrap()).unwrap();
+    let initial = identity.leaf().unwrap();
+
+    spawn_openbao_renewal(&identity, order, "pki".into(), "order".into(), id("order"), Duration::from_secs(3));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut renewals = HashSet::new();
+    while renewals.len() < 2 {
+        assert!(Instant::now() < deadline, "no renewal seen");
+        let leaf = identity.leaf().unwrap();
+        if leaf != initial {
+            renewals.insert(leaf.as_ref().to_vec());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let current = identity.leaf().unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(current.as_ref()).unwrap();
+    assert!(cert.validity().is_valid(), "the current certificate is valid");
+    assert_eq!(SpiffeId::from_certificate(&identity.leaf().unwrap()).unwrap(), id("order"));
+}
