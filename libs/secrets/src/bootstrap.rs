@@ -49,6 +49,8 @@ pub struct DatabaseConnection {
     pub password: SecretString,
     /// CA file of the server certificate, readable by the OpenBao process.
     pub ca_file: PathBuf,
+    /// Lifetime of generated logins (the lease TTL).
+    pub lease_ttl: std::time::Duration,
 }
 
 #[derive(Deserialize)]
@@ -193,7 +195,7 @@ impl<'a> Bootstrap<'a> {
                     "creation_statements": [
                         format!("CREATE ROLE \"{{{{name}}}}\" WITH LOGIN PASSWORD '{{{{password}}}}' VALID UNTIL '{{{{expiration}}}}' IN ROLE {schema_role};"),
                     ],
-                    "default_ttl": "1h",
+                    "default_ttl": format!("{}s", connection.lease_ttl.as_secs()),
                     "max_ttl": "24h",
                 }),
             )

@@ -89,3 +89,72 @@ impl OpenBao {
         Ok(())
     }
 }
+
+/// A Postgres pool whose login comes from OpenBao and rotates before it expires.
+///
+/// At two thirds of each lease, new credentials are fetched and set as the
+/// pool's connect options; connections live at most a third of a lease, so
+/// they move onto the new login by themselves; the old lease is revoked only
+/// after that, so no query in flight is cut. If fetching fails, the current
+/// credentials keep serving and the fetch is retried with backoff.
+pub async fn leased_pool(
+    openbao: OpenBao,
+    mount: &str,
+    role: &str,
+    base: sqlx::postgres::PgConnectOptions,
+    max_connections: u32,
+) -> Result<sqlx::PgPool, OpenBaoError> {
+    use secrecy::ExposeSecret;
+    let lease = openbao.database_credentials(mount, role).await?;
+    let options = base.clone().username(&lease.username).password(lease.password.expose_secret());
+    let lifetime = (lease.duration / 3).max(Duration::from_secs(1));
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .max_lifetime(lifetime)
+        .connect_with(options)
+        .await
+        .map_err(|e| OpenBaoError::Transport(format!("database: {e}")))?;
+    tracing::info!(target: "audit", event = "secret_leased", role, lease_id = %lease.lease_id, "database credentials leased");
+    let (mount, role) = (mount.to_owned(), role.to_owned());
+    let weak_pool = pool.clone();
+    tokio::spawn(async move {
+        let mut current = lease;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(current.duration.mul_f64(2.0 / 3.0).max(Duration::from_secs(1))).await;
+            if weak_pool.is_closed() {
+                let _ = openbao.revoke_lease(&current.lease_id).await;
+                return;
+            }
+            let next = loop {
+                match openbao.database_credentials(&mount, &role).await {
+                    Ok(next) => break next,
+                    Err(error) => {
+                        tracing::warn!(%error, "database credential rotation failed; current login keeps serving");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            };
+            backoff = Duration::from_secs(1);
+            weak_pool
+                .set_connect_options(base.clone().username(&next.username).password(next.password.expose_secret()));
+            tracing::info!(target: "audit", event = "secret_leased", role = %role, lease_id = %next.lease_id, "database credentials rotated");
+            // Revoke the old login once every connection that used it has been recycled.
+            let (old, client) = (std::mem::replace(&mut current, next), openbao.clone());
+            let grace = (old.duration / 3) + Duration::from_secs(1);
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                match client.revoke_lease(&old.lease_id).await {
+                    Ok(()) => {
+                        tracing::info!(target: "audit", event = "secret_revoked", lease_id = %old.lease_id, "old database login revoked")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "revoking the old database lease failed; it expires on its own")
+                    }
+                }
+            });
+        }
+    });
+    Ok(pool)
+}

@@ -114,6 +114,7 @@ async fn pc05_database_credentials_are_leased_renewed_and_revoked() {
         username: "openbao_admin".into(),
         password: SecretString::from(pg.create_openbao_role().await.unwrap()),
         ca_file,
+        lease_ttl: Duration::from_secs(3600),
     };
     Bootstrap::new(&admin).database(&connection, &[("auth", "auth"), ("order", "orders")]).await.unwrap();
 
@@ -134,4 +135,66 @@ async fn pc05_database_credentials_are_leased_renewed_and_revoked() {
     auth.revoke_lease(&lease.lease_id).await.unwrap();
     let error = sqlx::PgConnection::connect_with(&options).await.unwrap_err().to_string();
     assert!(error.contains("password authentication failed") || error.contains("does not exist"), "{error}");
+}
+
+#[tokio::test]
+async fn pc05_a_pool_rotates_its_database_login_under_load_without_failed_queries() {
+    let (bao, pg) = tokio::join!(TestOpenBao::start(), TestPostgres::start());
+    let (bao, pg) = (bao.unwrap(), pg.unwrap());
+    let (admin, auth) = bootstrapped(&bao).await;
+    let roles = pg.create_service_roles("auth").await.unwrap();
+    let mut owner = sqlx::PgConnection::connect_with(&roles.owner).await.unwrap();
+    sqlx::query("CREATE TABLE auth.things (id int)").execute(&mut owner).await.unwrap();
+    let ca_file = bao.dir().join("pg-ca.pem");
+    std::fs::write(&ca_file, pg.ca_pem().unwrap()).unwrap();
+    let connection = DatabaseConnection {
+        host: "127.0.0.1".into(),
+        port: pg.port(),
+        database: "postgres".into(),
+        username: "openbao_admin".into(),
+        password: SecretString::from(pg.create_openbao_role().await.unwrap()),
+        ca_file,
+        lease_ttl: Duration::from_secs(6),
+    };
+    Bootstrap::new(&admin).database(&connection, &[("auth", "auth")]).await.unwrap();
+
+    // Base options: host, database, verified TLS; the login comes from OpenBao.
+    let base = pg.admin_options().username("nobody").password("nothing");
+    let pool = estate_secrets::database::leased_pool(auth, "database", "auth-app", base, 4).await.unwrap();
+
+    let admin_pool = pg.admin_pool().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let (mut queries, mut failures) = (0usize, 0usize);
+    let mut users: Vec<String> = Vec::new();
+    while users.len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "no rotation seen; users: {users:?}");
+        match sqlx::query_scalar::<_, String>("SELECT current_user::text FROM (SELECT count(*) FROM auth.things) t")
+            .fetch_one(&pool)
+            .await
+        {
+            Ok(user) if !users.contains(&user) => users.push(user),
+            Ok(_) => {}
+            Err(_) => failures += 1,
+        }
+        queries += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("database login rotation: {queries} queries, logins {users:?}");
+    assert_eq!(failures, 0, "queries failed during rotation");
+
+    // The first login is revoked once its connections are gone.
+    let first = users[0].clone();
+    let gone = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
+            .bind(&first)
+            .fetch_optional(&admin_pool)
+            .await
+            .unwrap();
+        if exists.is_none() {
+            break;
+        }
+        assert!(std::time::Instant::now() < gone, "old login {first} still exists");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
