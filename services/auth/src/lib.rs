@@ -133,7 +133,7 @@ async fn build_state(settings: &AuthSettings) -> anyhow::Result<AuthState> {
         bail!("the authorization_code and refresh_token grants need service.database");
     }
     let store = Arc::new(match &settings.database {
-        Some(database) => Store::connect(database).await.context("database")?,
+        Some(database) => Store::connect(database, openbao.as_ref()).await.context("database")?,
         None => Store::Memory(std::sync::Mutex::default()),
     });
     spawn_purger(&store);

@@ -153,10 +153,14 @@ impl DevSettings for AuthSettings {
         if self.dev_generated_signing_key {
             found.push("service.dev_generated_signing_key = true".to_owned());
         }
-        if self.database.is_none() {
-            found.push(
+        match &self.database {
+            None => found.push(
                 "service.database is not set (in-process stores do not survive restarts or span replicas)".to_owned(),
-            );
+            ),
+            Some(database) if matches!(database.login, crate::store::DatabaseLogin::Password { .. }) => {
+                found.push("service.database.login is a static password (use source = \"openbao\")".to_owned());
+            }
+            Some(_) => {}
         }
         if let Some(store) = &self.key_store {
             // A verifier must see a key before it signs, and keep it until its tokens expired.
@@ -265,6 +269,21 @@ mod tests {
         };
         let found = settings.dev_settings().join("; ");
         assert!(found.contains("dev_generated_signing_key"), "{found}");
+        let static_password = AuthSettings {
+            database: Some(crate::store::DatabaseSettings {
+                host: "db".into(),
+                port: 5432,
+                name: "estate".into(),
+                login: crate::store::DatabaseLogin::Password {
+                    user: "auth_app".into(),
+                    password: "file:/run/secrets/db".parse().unwrap(),
+                },
+                ca_file: "/run/secrets/ca.pem".into(),
+                max_connections: 4,
+            }),
+            ..AuthSettings::default()
+        };
+        assert!(static_password.dev_settings().join("; ").contains("static password"));
         assert!(found.contains("not https"), "{found}");
         assert!(found.contains("database"), "{found}");
     }

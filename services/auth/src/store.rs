@@ -27,10 +27,8 @@ pub struct DatabaseSettings {
     pub port: u16,
     /// Database name.
     pub name: String,
-    /// Login role (a member of `auth_app`).
-    pub user: String,
-    /// Its password.
-    pub password: SecretRef,
+    /// How the service logs in.
+    pub login: DatabaseLogin,
     /// CA that signed the server certificate (PEM). TLS is always verified.
     pub ca_file: PathBuf,
     /// Pool size.
@@ -42,19 +40,40 @@ fn default_pool() -> u32 {
     8
 }
 
+fn default_database_mount() -> String {
+    "database".into()
+}
+
+/// Where the database login comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DatabaseLogin {
+    /// Dynamic, leased credentials from OpenBao's database engine, rotated
+    /// before they expire (what production uses).
+    Openbao {
+        /// Engine mount.
+        #[serde(default = "default_database_mount")]
+        mount: String,
+        /// The OpenBao role (`auth-app`).
+        role: String,
+    },
+    /// A static login (development and tests only; production refuses it).
+    Password {
+        /// Login role (a member of `auth_app`).
+        user: String,
+        /// Its password.
+        password: SecretRef,
+    },
+}
+
 impl DatabaseSettings {
-    /// Connect options: TLS `verify-full`, no statement logging (parameters may be secrets).
-    pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
-        use secrecy::ExposeSecret;
-        let password = estate_service_kit::secret::resolve_local(&self.password)?;
-        let password = std::str::from_utf8(password.expose_secret())?.trim_end().to_owned();
+    /// Host, database and TLS `verify-full`; no statement logging (parameters may be secrets).
+    fn base_options(&self) -> anyhow::Result<PgConnectOptions> {
         let ca = std::fs::read(&self.ca_file)?;
         Ok(PgConnectOptions::new()
             .host(&self.host)
             .port(self.port)
             .database(&self.name)
-            .username(&self.user)
-            .password(&password)
             .ssl_mode(PgSslMode::VerifyFull)
             .ssl_root_cert_from_pem(ca))
     }
@@ -184,12 +203,29 @@ pub struct MemoryStore {
 }
 
 impl Store {
-    /// Connect to Postgres as configured.
-    pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .connect_with(settings.connect_options()?)
-            .await?;
+    /// Connect to Postgres as configured (`openbao` is needed for dynamic logins).
+    pub async fn connect(
+        settings: &DatabaseSettings,
+        openbao: Option<&estate_secrets::OpenBao>,
+    ) -> anyhow::Result<Self> {
+        use secrecy::ExposeSecret;
+        let base = settings.base_options()?;
+        let pool = match &settings.login {
+            DatabaseLogin::Openbao { mount, role } => {
+                let openbao =
+                    openbao.ok_or_else(|| anyhow::anyhow!("database login from OpenBao needs service.openbao"))?;
+                estate_secrets::database::leased_pool(openbao.clone(), mount, role, base, settings.max_connections)
+                    .await?
+            }
+            DatabaseLogin::Password { user, password } => {
+                let password = estate_secrets::resolve(password, openbao).await?;
+                let password = std::str::from_utf8(password.expose_secret())?.trim_end().to_owned();
+                PgPoolOptions::new()
+                    .max_connections(settings.max_connections)
+                    .connect_with(base.username(user).password(&password))
+                    .await?
+            }
+        };
         Ok(Store::Postgres(pool))
     }
 

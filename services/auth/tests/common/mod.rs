@@ -121,12 +121,29 @@ impl TestAuth {
         std::fs::write(&ca, pg.ca_pem().expect("local cluster with TLS")).unwrap();
         let clients = CODE_FLOW_CLIENTS.replace("BFF_DIGEST", &sha256_hex(BFF_SECRET));
         let extra = format!(
-            "{extra}\n{clients}\n[service.database]\nhost = \"127.0.0.1\"\nport = {}\nname = \"postgres\"\nuser = \"auth_app\"\npassword = \"file:{}\"\nca_file = \"{}\"\n",
+            "{extra}\n{clients}\n[service.database]\nhost = \"127.0.0.1\"\nport = {}\nname = \"postgres\"\nlogin = {{ source = \"password\", user = \"auth_app\", password = \"file:{}\" }}\nca_file = \"{}\"\n",
             pg.port(),
             password.display(),
             ca.display()
         );
         let mut auth = Self::start_inner(&extra, order_key_pem, issuer).await;
+        auth._extra_dirs.push(dir);
+        auth
+    }
+
+    /// Start against `pg` with the database login leased from OpenBao
+    /// (`openbao_toml` is the `[service.openbao]` section). The schema must
+    /// already be migrated.
+    pub(crate) async fn start_with_openbao_database(pg: &TestPostgres, openbao_toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("db-ca.pem");
+        std::fs::write(&ca, pg.ca_pem().expect("local cluster with TLS")).unwrap();
+        let extra = format!(
+            "{openbao_toml}\n[service.database]\nhost = \"127.0.0.1\"\nport = {}\nname = \"postgres\"\nlogin = {{ source = \"openbao\", role = \"auth-app\" }}\nca_file = \"{}\"\n",
+            pg.port(),
+            ca.display()
+        );
+        let mut auth = Self::start_inner(&extra, None, None).await;
         auth._extra_dirs.push(dir);
         auth
     }
