@@ -21,6 +21,7 @@ use estate_service_kit::{SecretRef, Server};
 use estate_testkit::{LeafSpec, TestOpenBao, TestPki};
 use estate_workload_identity::tls::{Svid, client_config, server_config};
 use estate_workload_identity::{EastWestPolicy, RotatingIdentity, SpiffeId, enforce, spawn_openbao_renewal};
+use rustls_pki_types::pem::PemObject;
 use secrecy::SecretString;
 use tokio::sync::oneshot;
 
@@ -162,4 +163,127 @@ async fn a_workload_certificate_renews_itself_from_openbao() {
     let (_, cert) = x509_parser::parse_x509_certificate(current.as_ref()).unwrap();
     assert!(cert.validity().is_valid(), "the current certificate is valid");
     assert_eq!(SpiffeId::from_certificate(&identity.leaf().unwrap()).unwrap(), id("order"));
+}
+
+/// The issue's acceptance in one run: a steady stream of mTLS requests whose
+/// handler queries the database, while the server's and the client's
+/// certificates renew from OpenBao's PKI and the database login rotates
+/// through OpenBao's database engine. Zero failed requests.
+#[tokio::test]
+async fn certificates_and_database_credentials_rotate_under_traffic_with_zero_failed_requests() {
+    use estate_secrets::bootstrap::DatabaseConnection;
+    use estate_testkit::TestPostgres;
+
+    let (bao, pg) = tokio::join!(TestOpenBao::start(), TestPostgres::start());
+    let (bao, pg) = (bao.unwrap(), pg.unwrap());
+    let ca = bao.ca_pem().to_owned();
+    let admin =
+        OpenBao::with_token(bao.addr(), Some(ca.as_bytes()), SecretString::from(bao.root_token().to_owned())).unwrap();
+    let bootstrap = Bootstrap::new(&admin);
+    bootstrap.engines().await.unwrap();
+    let login = |creds: estate_secrets::bootstrap::AppRoleCredentials| {
+        let (addr, ca) = (bao.addr().to_owned(), ca.clone());
+        async move { OpenBao::login_approle(&addr, Some(ca.as_bytes()), &creds.role_id, &creds.secret_id).await.unwrap() }
+    };
+    let payment = login(bootstrap.service("payment").await.unwrap()).await;
+    let order = login(bootstrap.service("order").await.unwrap()).await;
+
+    // Postgres: payments schema; OpenBao leases 6 s logins in payments_app.
+    pg.create_service_roles("payments").await.unwrap();
+    let pg_ca = bao.dir().join("pg-ca.pem");
+    std::fs::write(&pg_ca, pg.ca_pem().unwrap()).unwrap();
+    let connection = DatabaseConnection {
+        host: "127.0.0.1".into(),
+        port: pg.port(),
+        database: "postgres".into(),
+        username: "openbao_admin".into(),
+        password: SecretString::from(pg.create_openbao_role().await.unwrap()),
+        ca_file: pg_ca,
+        lease_ttl: Duration::from_secs(6),
+    };
+    bootstrap.database(&connection, &[("payment", "payments")]).await.unwrap();
+    let base = pg.admin_options().username("nobody").password("nothing");
+    let pool =
+        estate_secrets::database::leased_pool(payment.clone(), "database", "payment-app", base, 4).await.unwrap();
+
+    // Both identities from OpenBao, 4 s certificates renewing at two thirds.
+    let ttl = Duration::from_secs(4);
+    let issue = |client: &OpenBao, sa: &'static str| {
+        let client = client.clone();
+        async move { client.issue_spiffe_certificate("pki", sa, &spiffe_id(sa), ttl).await.unwrap() }
+    };
+    let first_server = issue(&payment, "payment").await;
+    let bundle = vec![rustls_pki_types::CertificateDer::from_pem_slice(first_server.issuing_ca.as_bytes()).unwrap()];
+    let server_identity =
+        RotatingIdentity::new(estate_workload_identity::svid_from_pem(&first_server).unwrap()).unwrap();
+    let client_identity =
+        RotatingIdentity::new(estate_workload_identity::svid_from_pem(&issue(&order, "order").await).unwrap()).unwrap();
+    spawn_openbao_renewal(&server_identity, payment.clone(), "pki".into(), "payment".into(), id("payment"), ttl);
+    spawn_openbao_renewal(&client_identity, order.clone(), "pki".into(), "order".into(), id("order"), ttl);
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("management").unwrap();
+    let management = pki.localhost_server().unwrap().write_to(dir.path(), "mgmt").unwrap();
+    let mut config = Config::<NoServiceSettings>::from_figment(Config::<NoServiceSettings>::figment(None)).unwrap();
+    config.api.bind = "127.0.0.1:0".parse().unwrap();
+    config.management.bind = "127.0.0.1:0".parse().unwrap();
+    config.tls.cert = Some(management.cert);
+    config.tls.key = Some(SecretRef::File(management.key));
+    let api_tls = ServerTls::new(server_config(server_identity.clone(), &bundle).unwrap());
+    let router = Router::new()
+        .route(
+            "/v1/payments/{id}",
+            get(move || {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query_scalar::<_, String>("SELECT current_user::text")
+                        .fetch_one(&pool)
+                        .await
+                        .map_err(|_| http::StatusCode::SERVICE_UNAVAILABLE)
+                }
+            }),
+        )
+        .layer(from_fn_with_state(EastWestPolicy::from_toml(POLICY).unwrap(), enforce));
+    let server =
+        Server::bind_with_api_tls("payment", &config, router, Readiness::default(), Some(api_tls)).await.unwrap();
+    let url = format!("https://localhost:{}/v1/payments/1", server.api_addr().port());
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(server.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+
+    let mut tls = client_config(client_identity.clone(), &bundle, id("payment")).unwrap();
+    tls.resumption = rustls::client::Resumption::disabled();
+    let client = reqwest::Client::builder().use_preconfigured_tls(tls).pool_max_idle_per_host(0).build().unwrap();
+
+    let (mut requests, mut failures) = (0usize, 0usize);
+    let (mut logins, mut server_certs, mut client_certs) = (HashSet::new(), HashSet::new(), HashSet::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while logins.len() < 3 || server_certs.len() < 3 || client_certs.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "rotations not seen: {} logins, {} / {} certificates",
+            logins.len(),
+            server_certs.len(),
+            client_certs.len()
+        );
+        server_certs.insert(server_identity.leaf().unwrap().as_ref().to_vec());
+        client_certs.insert(client_identity.leaf().unwrap().as_ref().to_vec());
+        match client.get(&url).send().await {
+            Ok(response) if response.status().is_success() => {
+                logins.insert(response.text().await.unwrap());
+            }
+            _ => failures += 1,
+        }
+        requests += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "rotation under traffic with OpenBao: {requests} requests, {} database logins, {} server and {} client certificates",
+        logins.len(),
+        server_certs.len(),
+        client_certs.len()
+    );
+    assert_eq!(failures, 0, "failed requests during rotation");
+    drop(stop);
 }
