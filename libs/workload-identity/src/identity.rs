@@ -123,3 +123,53 @@ pub fn svid_from_pem(issued: &estate_secrets::pki::IssuedCertificate) -> Result<
         .map_err(|e| IdentityTlsError::Bundle(e.to_string()))?;
     Ok(Svid { chain, key })
 }
+
+/// Keep `identity` in step with certificate and key files that another agent
+/// rewrites (cert-manager, SPIRE, Istio mounts): check their modification
+/// times every `interval`, and swap in the new pair once both parse and the
+/// key matches the certificate. A half-written or mismatched pair is ignored
+/// (the current certificate keeps serving) and picked up when complete.
+pub fn spawn_file_reload(
+    identity: &Arc<RotatingIdentity>,
+    cert_path: std::path::PathBuf,
+    key_path: std::path::PathBuf,
+    interval: Duration,
+) {
+    let weak = Arc::downgrade(identity);
+    tokio::spawn(async move {
+        let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let mut seen = (modified(&cert_path), modified(&key_path));
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(identity) = weak.upgrade() else { return };
+            let now = (modified(&cert_path), modified(&key_path));
+            if now == seen {
+                continue;
+            }
+            match read_svid_files(&cert_path, &key_path).and_then(|svid| identity.rotate(svid)) {
+                Ok(()) => {
+                    seen = now;
+                    tracing::info!(cert = %cert_path.display(), "workload certificate reloaded from files");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "certificate files changed but are not usable yet; keeping the current pair")
+                }
+            }
+        }
+    });
+}
+
+/// Read a PEM certificate chain and key (the key file must be owner-only).
+pub fn read_svid_files(cert_path: &std::path::Path, key_path: &std::path::Path) -> Result<Svid, IdentityTlsError> {
+    use secrecy::ExposeSecret;
+    let chain_pem =
+        std::fs::read(cert_path).map_err(|e| IdentityTlsError::Bundle(format!("{}: {e}", cert_path.display())))?;
+    let key_pem =
+        estate_service_kit::secret::read_file_secret(key_path).map_err(|e| IdentityTlsError::Bundle(e.to_string()))?;
+    let chain = CertificateDer::pem_slice_iter(&chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| IdentityTlsError::Bundle(e.to_string()))?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.expose_secret())
+        .map_err(|e| IdentityTlsError::Bundle(e.to_string()))?;
+    Ok(Svid { chain, key })
+}

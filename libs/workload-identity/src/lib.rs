@@ -13,7 +13,7 @@ mod policy;
 mod spiffe;
 pub mod tls;
 
-pub use identity::{RotatingIdentity, spawn_openbao_renewal, svid_from_pem};
+pub use identity::{RotatingIdentity, read_svid_files, spawn_file_reload, spawn_openbao_renewal, svid_from_pem};
 pub use peer::{NoPeer, Peer};
 pub use policy::{EastWestPolicy, PolicyError, enforce};
 pub use spiffe::{SpiffeId, SpiffeIdError};

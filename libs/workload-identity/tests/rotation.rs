@@ -287,3 +287,41 @@ async fn certificates_and_database_credentials_rotate_under_traffic_with_zero_fa
     assert_eq!(failures, 0, "failed requests during rotation");
     drop(stop);
 }
+
+/// Mounted certificate files rewritten by an agent are picked up; a
+/// mismatched pair is ignored until it is complete.
+#[tokio::test]
+async fn a_workload_certificate_follows_rewritten_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = TestPki::new("estate").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let write = |leaf: &estate_testkit::Leaf, key_pem: &str| {
+        std::fs::write(&cert, leaf.cert_pem()).unwrap();
+        let _ = std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600));
+        std::fs::write(&key, key_pem).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+    };
+    let first = pki.issue(&LeafSpec::spiffe(id("order").as_str())).unwrap();
+    write(&first, first.key_pem());
+    let identity = RotatingIdentity::new(estate_workload_identity::read_svid_files(&cert, &key).unwrap()).unwrap();
+    estate_workload_identity::spawn_file_reload(&identity, cert.clone(), key.clone(), Duration::from_millis(50));
+    let initial = identity.leaf().unwrap();
+
+    // A mismatched pair (new certificate, old key) is not taken.
+    let second = pki.issue(&LeafSpec::spiffe(id("order").as_str())).unwrap();
+    write(&second, first.key_pem());
+    // Proving a non-event needs a window: six poll intervals, so the reloader
+    // has looked at the changed files at least five times.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(identity.leaf().unwrap(), initial, "a mismatched pair was swapped in");
+
+    // The complete pair is.
+    write(&second, second.key_pem());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while identity.leaf().unwrap() == initial {
+        assert!(Instant::now() < deadline, "the rewritten files were not picked up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(identity.leaf().unwrap(), second.chain().unwrap()[0]);
+}

@@ -43,6 +43,7 @@ use crate::store::Store;
 /// A built authorization server: listeners bound, not yet serving.
 pub struct Application {
     server: Server,
+    openbao: Option<estate_secrets::OpenBao>,
 }
 
 impl Application {
@@ -62,14 +63,21 @@ impl Service for Application {
     type Settings = AuthSettings;
 
     async fn build(config: Config<Self::Settings>) -> anyhow::Result<Self> {
-        let state = build_state(&config.service).await?;
+        let (state, openbao) = build_state(&config.service).await?;
         let server =
             Server::bind(Self::NAME, &config, endpoints::router(Arc::new(state)), Readiness::default()).await?;
-        Ok(Self { server })
+        Ok(Self { server, openbao })
     }
 
     async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
-        self.server.run_until(shutdown).await
+        let drained = self.server.run_until(shutdown).await;
+        // Leave no OpenBao token behind that could be stolen from a stopped process.
+        if let Some(openbao) = self.openbao
+            && let Err(error) = openbao.revoke_self().await
+        {
+            tracing::warn!(%error, "could not revoke the OpenBao token on shutdown");
+        }
+        drained
     }
 }
 
@@ -88,7 +96,7 @@ fn spawn_purger(store: &Arc<Store>) {
     });
 }
 
-async fn build_state(settings: &AuthSettings) -> anyhow::Result<AuthState> {
+async fn build_state(settings: &AuthSettings) -> anyhow::Result<(AuthState, Option<estate_secrets::OpenBao>)> {
     if settings.access_token_ttl_secs == 0 || settings.access_token_ttl_secs > MAX_ACCESS_TOKEN_TTL_SECS {
         bail!("access_token_ttl_secs must be 1..={MAX_ACCESS_TOKEN_TTL_SECS}");
     }
@@ -178,7 +186,7 @@ async fn build_state(settings: &AuthSettings) -> anyhow::Result<AuthState> {
         per_ip_per_minute: settings.login.per_ip_per_minute,
     });
     let passwords = Arc::new(passwords::Passwords::new()?);
-    Ok(AuthState {
+    let state = AuthState {
         issuer,
         clients,
         metadata,
@@ -188,5 +196,6 @@ async fn build_state(settings: &AuthSettings) -> anyhow::Result<AuthState> {
         store,
         passwords,
         issuer_url,
-    })
+    };
+    Ok((state, openbao))
 }
