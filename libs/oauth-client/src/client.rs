@@ -296,15 +296,7 @@ fn validate(response: TokenResponse) -> Result<IssuedToken, OAuthError> {
 
 /// application/x-www-form-urlencoded for one value (RFC 6749 Appendix B).
 fn form_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 fn unix_now() -> i64 {
@@ -351,6 +343,6 @@ mod tests {
     #[test]
     fn basic_credentials_are_form_encoded() {
         assert_eq!(form_encode("order-svc"), "order-svc");
-        assert_eq!(form_encode("a:b c+/"), "a%3Ab%20c%2B%2F");
+        assert_eq!(form_encode("a:b c+/"), "a%3Ab+c%2B%2F");
     }
 }

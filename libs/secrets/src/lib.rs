@@ -15,6 +15,8 @@ pub mod database;
 pub mod kv;
 pub mod pki;
 mod resolve;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use client::{AuthMethod, OpenBao, OpenBaoError, OpenBaoSettings};
 pub use resolve::resolve;

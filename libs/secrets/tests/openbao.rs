@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use estate_secrets::bootstrap::{Bootstrap, DatabaseConnection, spiffe_id};
+use estate_secrets::bootstrap::spiffe_id;
+use estate_secrets::testing;
 use estate_secrets::{OpenBao, OpenBaoError};
 use estate_service_kit::SecretRef;
 use estate_testkit::{TestOpenBao, TestPostgres};
@@ -13,23 +14,13 @@ use rustls_pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Connection;
 
-fn admin(bao: &TestOpenBao) -> OpenBao {
-    OpenBao::with_token(bao.addr(), Some(bao.ca_pem().as_bytes()), SecretString::from(bao.root_token().to_owned()))
-        .unwrap()
-}
-
 /// OpenBao with engines and the auth and order services set up; returns the
 /// admin client and a client logged in as auth (AppRole).
 async fn bootstrapped(bao: &TestOpenBao) -> (OpenBao, OpenBao) {
-    let admin = admin(bao);
-    let bootstrap = Bootstrap::new(&admin);
-    bootstrap.engines().await.unwrap();
-    let auth = bootstrap.service("auth").await.unwrap();
-    bootstrap.service("order").await.unwrap();
-    let client = OpenBao::login_approle(bao.addr(), Some(bao.ca_pem().as_bytes()), &auth.role_id, &auth.secret_id)
-        .await
-        .unwrap();
-    (admin, client)
+    let admin = testing::admin(bao).unwrap();
+    let credentials = testing::bootstrap(&admin, &["auth", "order"]).await.unwrap();
+    let auth = testing::login(bao, &credentials[0]).await.unwrap();
+    (admin, auth)
 }
 
 fn fields(pairs: &[(&str, &str)]) -> serde_json::Map<String, serde_json::Value> {
@@ -54,10 +45,8 @@ async fn pc05_a_service_reads_its_own_secrets_and_nothing_else() {
 #[tokio::test]
 async fn a_wrong_secret_id_cannot_log_in() {
     let bao = TestOpenBao::start().await.unwrap();
-    let admin = admin(&bao);
-    let bootstrap = Bootstrap::new(&admin);
-    bootstrap.engines().await.unwrap();
-    let auth = bootstrap.service("auth").await.unwrap();
+    let admin = testing::admin(&bao).unwrap();
+    let auth = testing::bootstrap(&admin, &["auth"]).await.unwrap().remove(0);
     let wrong = SecretString::from("0000-wrong".to_owned());
     let result = OpenBao::login_approle(bao.addr(), Some(bao.ca_pem().as_bytes()), &auth.role_id, &wrong).await;
     assert!(result.is_err());
@@ -105,18 +94,9 @@ async fn pc05_database_credentials_are_leased_renewed_and_revoked() {
     let mut owner = sqlx::PgConnection::connect_with(&roles.owner).await.unwrap();
     sqlx::query("CREATE TABLE auth.things (id int)").execute(&mut owner).await.unwrap();
 
-    let ca_file = bao.dir().join("pg-ca.pem");
-    std::fs::write(&ca_file, pg.ca_pem().unwrap()).unwrap();
-    let connection = DatabaseConnection {
-        host: "127.0.0.1".into(),
-        port: pg.port(),
-        database: "postgres".into(),
-        username: "openbao_admin".into(),
-        password: SecretString::from(pg.create_openbao_role().await.unwrap()),
-        ca_file,
-        lease_ttl: Duration::from_secs(3600),
-    };
-    Bootstrap::new(&admin).database(&connection, &[("auth", "auth"), ("order", "orders")]).await.unwrap();
+    testing::database(&admin, &bao, &pg, &[("auth", "auth"), ("order", "orders")], Duration::from_secs(3600))
+        .await
+        .unwrap();
 
     let lease = auth.database_credentials("database", "auth-app").await.unwrap();
     assert!(lease.renewable && lease.duration <= Duration::from_secs(3600));
@@ -145,18 +125,7 @@ async fn pc05_a_pool_rotates_its_database_login_under_load_without_failed_querie
     let roles = pg.create_service_roles("auth").await.unwrap();
     let mut owner = sqlx::PgConnection::connect_with(&roles.owner).await.unwrap();
     sqlx::query("CREATE TABLE auth.things (id int)").execute(&mut owner).await.unwrap();
-    let ca_file = bao.dir().join("pg-ca.pem");
-    std::fs::write(&ca_file, pg.ca_pem().unwrap()).unwrap();
-    let connection = DatabaseConnection {
-        host: "127.0.0.1".into(),
-        port: pg.port(),
-        database: "postgres".into(),
-        username: "openbao_admin".into(),
-        password: SecretString::from(pg.create_openbao_role().await.unwrap()),
-        ca_file,
-        lease_ttl: Duration::from_secs(6),
-    };
-    Bootstrap::new(&admin).database(&connection, &[("auth", "auth")]).await.unwrap();
+    testing::database(&admin, &bao, &pg, &[("auth", "auth")], Duration::from_secs(6)).await.unwrap();
 
     // Base options: host, database, verified TLS; the login comes from OpenBao.
     let base = pg.admin_options().username("nobody").password("nothing");

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use estate_service_kit::Server;
 use estate_service_kit::config::{Config, NoServiceSettings};
 use estate_service_kit::management::Readiness;
-use estate_service_kit::{SecretRef, Server};
 use estate_testkit::TestPki;
 use tokio::sync::{Notify, oneshot};
 
@@ -22,12 +22,7 @@ struct Fixture {
 fn fixture(grace: Duration) -> Fixture {
     let pki = TestPki::new("kit").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let files = pki.localhost_server().unwrap().write_to(dir.path(), "server").unwrap();
-    let mut config = Config::<NoServiceSettings>::from_figment(Config::<NoServiceSettings>::figment(None)).unwrap();
-    config.api.bind = "127.0.0.1:0".parse().unwrap();
-    config.management.bind = "127.0.0.1:0".parse().unwrap();
-    config.tls.cert = Some(files.cert);
-    config.tls.key = Some(SecretRef::File(files.key));
+    let mut config = estate_testkit::kit::config::<NoServiceSettings>(&pki, dir.path()).unwrap();
     config.limits.shutdown_grace_ms = u64::try_from(grace.as_millis()).unwrap();
     Fixture { _dir: dir, pki, config }
 }

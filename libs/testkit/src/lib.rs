@@ -20,6 +20,7 @@ mod tools;
 
 pub mod binary;
 pub mod idp;
+pub mod kit;
 pub mod openbao;
 pub mod pki;
 pub mod postgres;

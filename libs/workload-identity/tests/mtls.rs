@@ -10,10 +10,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
-use estate_service_kit::config::{Config, NoServiceSettings};
+use estate_service_kit::Server;
+use estate_service_kit::config::NoServiceSettings;
 use estate_service_kit::management::Readiness;
 use estate_service_kit::tls::ServerTls;
-use estate_service_kit::{SecretRef, Server};
 use estate_testkit::{Leaf, LeafSpec, TestPki, Validity};
 use estate_workload_identity::tls::{Svid, client_config, server_config};
 use estate_workload_identity::{EastWestPolicy, Peer, RotatingIdentity, SpiffeId, enforce};
@@ -46,12 +46,7 @@ struct Payment {
 async fn payment() -> Payment {
     let pki = TestPki::new("estate").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let management = pki.localhost_server().unwrap().write_to(dir.path(), "mgmt").unwrap();
-    let mut config = Config::<NoServiceSettings>::from_figment(Config::<NoServiceSettings>::figment(None)).unwrap();
-    config.api.bind = "127.0.0.1:0".parse().unwrap();
-    config.management.bind = "127.0.0.1:0".parse().unwrap();
-    config.tls.cert = Some(management.cert);
-    config.tls.key = Some(SecretRef::File(management.key));
+    let config = estate_testkit::kit::config::<NoServiceSettings>(&pki, dir.path()).unwrap();
 
     // The payment SVID also names localhost so that plain webpki clients can reach
     // the handshake at all (the negative cases below); workloads check the SPIFFE ID.

@@ -12,17 +12,17 @@ use axum::extract::Extension;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use estate_secrets::OpenBao;
-use estate_secrets::bootstrap::{Bootstrap, spiffe_id};
-use estate_service_kit::config::{Config, NoServiceSettings};
+use estate_secrets::bootstrap::spiffe_id;
+use estate_secrets::testing;
+use estate_service_kit::Server;
+use estate_service_kit::config::NoServiceSettings;
 use estate_service_kit::management::Readiness;
 use estate_service_kit::serve::ConnectionInfo;
 use estate_service_kit::tls::ServerTls;
-use estate_service_kit::{SecretRef, Server};
 use estate_testkit::{LeafSpec, TestOpenBao, TestPki};
 use estate_workload_identity::tls::{Svid, client_config, server_config};
 use estate_workload_identity::{EastWestPolicy, RotatingIdentity, SpiffeId, enforce, spawn_openbao_renewal};
 use rustls_pki_types::pem::PemObject;
-use secrecy::SecretString;
 use tokio::sync::oneshot;
 
 fn id(sa: &str) -> SpiffeId {
@@ -45,12 +45,7 @@ paths = ["/v1/payments/*"]
 async fn certificates_rotate_on_both_sides_under_traffic_with_zero_failed_requests() {
     let pki = TestPki::new("estate").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let management = pki.localhost_server().unwrap().write_to(dir.path(), "mgmt").unwrap();
-    let mut config = Config::<NoServiceSettings>::from_figment(Config::<NoServiceSettings>::figment(None)).unwrap();
-    config.api.bind = "127.0.0.1:0".parse().unwrap();
-    config.management.bind = "127.0.0.1:0".parse().unwrap();
-    config.tls.cert = Some(management.cert);
-    config.tls.key = Some(SecretRef::File(management.key));
+    let config = estate_testkit::kit::config::<NoServiceSettings>(&pki, dir.path()).unwrap();
 
     let server_identity = RotatingIdentity::new(fresh_svid(&pki, "payment")).unwrap();
     let client_identity = RotatingIdentity::new(fresh_svid(&pki, "order")).unwrap();
@@ -135,14 +130,9 @@ async fn certificates_rotate_on_both_sides_under_traffic_with_zero_failed_reques
 #[tokio::test]
 async fn a_workload_certificate_renews_itself_from_openbao() {
     let bao = TestOpenBao::start().await.unwrap();
-    let admin =
-        OpenBao::with_token(bao.addr(), Some(bao.ca_pem().as_bytes()), SecretString::from(bao.root_token().to_owned()))
-            .unwrap();
-    Bootstrap::new(&admin).engines().await.unwrap();
-    let creds = Bootstrap::new(&admin).service("order").await.unwrap();
-    let order = OpenBao::login_approle(bao.addr(), Some(bao.ca_pem().as_bytes()), &creds.role_id, &creds.secret_id)
-        .await
-        .unwrap();
+    let admin = testing::admin(&bao).unwrap();
+    let credentials = testing::bootstrap(&admin, &["order"]).await.unwrap();
+    let order = testing::login(&bao, &credentials[0]).await.unwrap();
     let first =
         order.issue_spiffe_certificate("pki", "order", &spiffe_id("order"), Duration::from_secs(3)).await.unwrap();
     let identity = RotatingIdentity::new(estate_workload_identity::svid_from_pem(&first).unwrap()).unwrap();
@@ -171,37 +161,17 @@ async fn a_workload_certificate_renews_itself_from_openbao() {
 /// through OpenBao's database engine. Zero failed requests.
 #[tokio::test]
 async fn certificates_and_database_credentials_rotate_under_traffic_with_zero_failed_requests() {
-    use estate_secrets::bootstrap::DatabaseConnection;
     use estate_testkit::TestPostgres;
 
     let (bao, pg) = tokio::join!(TestOpenBao::start(), TestPostgres::start());
     let (bao, pg) = (bao.unwrap(), pg.unwrap());
-    let ca = bao.ca_pem().to_owned();
-    let admin =
-        OpenBao::with_token(bao.addr(), Some(ca.as_bytes()), SecretString::from(bao.root_token().to_owned())).unwrap();
-    let bootstrap = Bootstrap::new(&admin);
-    bootstrap.engines().await.unwrap();
-    let login = |creds: estate_secrets::bootstrap::AppRoleCredentials| {
-        let (addr, ca) = (bao.addr().to_owned(), ca.clone());
-        async move { OpenBao::login_approle(&addr, Some(ca.as_bytes()), &creds.role_id, &creds.secret_id).await.unwrap() }
-    };
-    let payment = login(bootstrap.service("payment").await.unwrap()).await;
-    let order = login(bootstrap.service("order").await.unwrap()).await;
-
+    let admin = testing::admin(&bao).unwrap();
+    let credentials = testing::bootstrap(&admin, &["payment", "order"]).await.unwrap();
+    let payment = testing::login(&bao, &credentials[0]).await.unwrap();
+    let order = testing::login(&bao, &credentials[1]).await.unwrap();
     // Postgres: payments schema; OpenBao leases 6 s logins in payments_app.
     pg.create_service_roles("payments").await.unwrap();
-    let pg_ca = bao.dir().join("pg-ca.pem");
-    std::fs::write(&pg_ca, pg.ca_pem().unwrap()).unwrap();
-    let connection = DatabaseConnection {
-        host: "127.0.0.1".into(),
-        port: pg.port(),
-        database: "postgres".into(),
-        username: "openbao_admin".into(),
-        password: SecretString::from(pg.create_openbao_role().await.unwrap()),
-        ca_file: pg_ca,
-        lease_ttl: Duration::from_secs(6),
-    };
-    bootstrap.database(&connection, &[("payment", "payments")]).await.unwrap();
+    testing::database(&admin, &bao, &pg, &[("payment", "payments")], Duration::from_secs(6)).await.unwrap();
     let base = pg.admin_options().username("nobody").password("nothing");
     let pool =
         estate_secrets::database::leased_pool(payment.clone(), "database", "payment-app", base, 4).await.unwrap();
@@ -223,12 +193,7 @@ async fn certificates_and_database_credentials_rotate_under_traffic_with_zero_fa
 
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new("management").unwrap();
-    let management = pki.localhost_server().unwrap().write_to(dir.path(), "mgmt").unwrap();
-    let mut config = Config::<NoServiceSettings>::from_figment(Config::<NoServiceSettings>::figment(None)).unwrap();
-    config.api.bind = "127.0.0.1:0".parse().unwrap();
-    config.management.bind = "127.0.0.1:0".parse().unwrap();
-    config.tls.cert = Some(management.cert);
-    config.tls.key = Some(SecretRef::File(management.key));
+    let config = estate_testkit::kit::config::<NoServiceSettings>(&pki, dir.path()).unwrap();
     let api_tls = ServerTls::new(server_config(server_identity.clone(), &bundle).unwrap());
     let router = Router::new()
         .route(

@@ -6,17 +6,14 @@
 mod common;
 
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use common::{READER_SECRET, TestAuth};
 use estate_auth::key_store::{KeyStoreSettings, RotationStep};
-use estate_secrets::OpenBao;
-use estate_secrets::bootstrap::Bootstrap;
+use estate_secrets::testing;
 use estate_testkit::TestOpenBao;
 use estate_tokens::TokenError;
 use reqwest::StatusCode;
-use secrecy::SecretString;
 
 /// Wait for a condition the server reaches on its own (a reload), with a deadline.
 async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
@@ -59,18 +56,10 @@ fn rotate_with_the_binary(auth: &TestAuth) -> String {
 async fn pc12_signing_key_rotation_without_restart_and_retirement_from_the_jwks() {
     // OpenBao with the auth service's policy and AppRole.
     let bao = TestOpenBao::start().await.unwrap();
-    let admin =
-        OpenBao::with_token(bao.addr(), Some(bao.ca_pem().as_bytes()), SecretString::from(bao.root_token().to_owned()))
-            .unwrap();
-    Bootstrap::new(&admin).engines().await.unwrap();
-    let creds = Bootstrap::new(&admin).service("auth").await.unwrap();
+    let admin = testing::admin(&bao).unwrap();
+    let creds = testing::bootstrap(&admin, &["auth"]).await.unwrap().remove(0);
     let dir = tempfile::tempdir().unwrap();
-    let (role_id, secret_id, ca) =
-        (dir.path().join("role-id"), dir.path().join("secret-id"), dir.path().join("bao-ca.pem"));
-    std::fs::write(&role_id, &creds.role_id).unwrap();
-    std::fs::write(&secret_id, secrecy::ExposeSecret::expose_secret(&creds.secret_id)).unwrap();
-    std::fs::set_permissions(&secret_id, std::fs::Permissions::from_mode(0o400)).unwrap();
-    std::fs::write(&ca, bao.ca_pem()).unwrap();
+    let openbao_toml = testing::openbao_section(dir.path(), &bao, &creds).unwrap();
 
     let store = KeyStoreSettings {
         kv_mount: "kv".into(),
@@ -80,20 +69,12 @@ async fn pc12_signing_key_rotation_without_restart_and_retirement_from_the_jwks(
         retire_after_secs: 5,
     };
     // Initialise the key set with the service's own identity, as `auth keys rotate` does.
-    let service = OpenBao::login_approle(bao.addr(), Some(bao.ca_pem().as_bytes()), &creds.role_id, &creds.secret_id)
-        .await
-        .unwrap();
+    let service = testing::login(&bao, &creds).await.unwrap();
     let step = estate_auth::key_store::rotate(&service, &store, estate_testkit::idp::now()).await.unwrap();
     assert_eq!(step, RotationStep::Initialised);
 
-    let extra = format!(
-        "[service.openbao]\naddress = \"{}\"\nca_file = \"{}\"\nauth = {{ method = \"app_role\", role_id_file = \"{}\", secret_id_file = \"{}\" }}\n\
-         [service.key_store]\nreload_secs = 1\npublish_lead_secs = 0\nretire_after_secs = 5\n",
-        bao.addr(),
-        ca.display(),
-        role_id.display(),
-        secret_id.display()
-    );
+    let extra =
+        format!("{openbao_toml}[service.key_store]\nreload_secs = 1\npublish_lead_secs = 0\nretire_after_secs = 5\n");
     let auth = TestAuth::start_with(&extra).await;
     let before = new_token(&auth).await;
     let old_kid = kid(&before);

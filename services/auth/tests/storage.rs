@@ -124,10 +124,7 @@ async fn pc05_the_auth_app_role_cannot_run_ddl_read_other_schemas_or_act_as_supe
 
 #[tokio::test]
 async fn pc05_the_auth_service_runs_on_database_credentials_leased_from_openbao() {
-    use estate_secrets::OpenBao;
-    use estate_secrets::bootstrap::{Bootstrap, DatabaseConnection};
-    use secrecy::{ExposeSecret, SecretString};
-    use std::os::unix::fs::PermissionsExt;
+    use estate_secrets::testing;
 
     let (bao, pg) = tokio::join!(estate_testkit::TestOpenBao::start(), TestPostgres::start());
     let (bao, pg) = (bao.unwrap(), pg.unwrap());
@@ -135,38 +132,11 @@ async fn pc05_the_auth_service_runs_on_database_credentials_leased_from_openbao(
     let roles = pg.create_service_roles("auth").await.unwrap();
     let owner = sqlx::PgPool::connect_with(roles.owner.clone()).await.unwrap();
     estate_auth::store::migrator().run(&owner).await.unwrap();
-    let admin =
-        OpenBao::with_token(bao.addr(), Some(bao.ca_pem().as_bytes()), SecretString::from(bao.root_token().to_owned()))
-            .unwrap();
-    let bootstrap = Bootstrap::new(&admin);
-    bootstrap.engines().await.unwrap();
-    let creds = bootstrap.service("auth").await.unwrap();
+    let admin = testing::admin(&bao).unwrap();
+    let credentials = testing::bootstrap(&admin, &["auth"]).await.unwrap();
+    testing::database(&admin, &bao, &pg, &[("auth", "auth")], std::time::Duration::from_secs(3600)).await.unwrap();
     let files = tempfile::tempdir().unwrap();
-    let pg_ca = bao.dir().join("pg-ca.pem");
-    std::fs::write(&pg_ca, pg.ca_pem().unwrap()).unwrap();
-    let connection = DatabaseConnection {
-        host: "127.0.0.1".into(),
-        port: pg.port(),
-        database: "postgres".into(),
-        username: "openbao_admin".into(),
-        password: SecretString::from(pg.create_openbao_role().await.unwrap()),
-        ca_file: pg_ca,
-        lease_ttl: std::time::Duration::from_secs(3600),
-    };
-    bootstrap.database(&connection, &[("auth", "auth")]).await.unwrap();
-    let (role_id, secret_id, bao_ca) =
-        (files.path().join("role-id"), files.path().join("secret-id"), files.path().join("bao-ca.pem"));
-    std::fs::write(&role_id, &creds.role_id).unwrap();
-    std::fs::write(&secret_id, creds.secret_id.expose_secret()).unwrap();
-    std::fs::set_permissions(&secret_id, std::fs::Permissions::from_mode(0o400)).unwrap();
-    std::fs::write(&bao_ca, bao.ca_pem()).unwrap();
-    let openbao_toml = format!(
-        "[service.openbao]\naddress = \"{}\"\nca_file = \"{}\"\nauth = {{ method = \"app_role\", role_id_file = \"{}\", secret_id_file = \"{}\" }}\n",
-        bao.addr(),
-        bao_ca.display(),
-        role_id.display(),
-        secret_id.display()
-    );
+    let openbao_toml = testing::openbao_section(files.path(), &bao, &credentials[0]).unwrap();
 
     let auth = TestAuth::start_with_openbao_database(&pg, &openbao_toml).await;
     // The database path works: an assertion is accepted once, its replay refused.
