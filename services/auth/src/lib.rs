@@ -64,8 +64,9 @@ impl Service for Application {
 
     async fn build(config: Config<Self::Settings>) -> anyhow::Result<Self> {
         let (state, openbao) = build_state(&config.service).await?;
-        let server =
-            Server::bind(Self::NAME, &config, endpoints::router(Arc::new(state)), Readiness::default()).await?;
+        // Ready means: the database answers (it holds users, codes, revocations).
+        let readiness = Readiness::new(vec![Box::new(DatabaseReady(state.store.clone()))]);
+        let server = Server::bind(Self::NAME, &config, endpoints::router(Arc::new(state)), readiness).await?;
         Ok(Self { server, openbao })
     }
 
@@ -78,6 +79,19 @@ impl Service for Application {
             tracing::warn!(%error, "could not revoke the OpenBao token on shutdown");
         }
         drained
+    }
+}
+
+/// Readiness check: the store answers.
+struct DatabaseReady(Arc<Store>);
+
+impl estate_service_kit::management::ReadinessCheck for DatabaseReady {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
+    fn check(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move { self.0.ping().await.map_err(|e| e.to_string()) })
     }
 }
 

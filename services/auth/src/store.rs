@@ -533,6 +533,17 @@ impl Store {
         Ok(found.is_some())
     }
 
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+                Ok(())
+            }
+            Store::Memory(_) => Ok(()),
+        }
+    }
+
     /// Drop entries whose tokens or assertions have expired anyway.
     pub async fn purge_expired(&self) -> Result<(), StoreError> {
         match self {

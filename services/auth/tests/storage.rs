@@ -152,3 +152,15 @@ async fn pc05_the_auth_service_runs_on_database_credentials_leased_from_openbao(
     .unwrap();
     assert!(!logins.is_empty(), "no OpenBao-generated login connected");
 }
+
+#[tokio::test]
+async fn readiness_follows_the_database() {
+    let pg = TestPostgres::start().await.unwrap();
+    let (auth, _roles) = TestAuth::start_with_database(&pg).await;
+    let ready = || async {
+        auth.http.get(format!("https://localhost:{}/health/ready", auth.management_port)).send().await.unwrap().status()
+    };
+    assert_eq!(ready().await, StatusCode::OK);
+    drop(pg); // the database goes away
+    assert_eq!(ready().await, StatusCode::SERVICE_UNAVAILABLE);
+}

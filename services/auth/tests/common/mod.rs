@@ -55,6 +55,8 @@ pub(crate) struct TestAuth {
     pub(crate) issuer: String,
     /// Where this instance listens (differs from the issuer for a replica).
     pub(crate) base_url: String,
+    /// The management listener's port.
+    pub(crate) management_port: u16,
     pub(crate) pki: TestPki,
     pub(crate) order_key: rcgen::KeyPair,
     pub(crate) http: reqwest::Client,
@@ -241,12 +243,23 @@ impl TestAuth {
             let figment = Config::<estate_auth::settings::AuthSettings>::figment(Some(&path));
             let config = Config::from_figment(figment).unwrap();
             let Ok(app) = Application::build(config).await else { continue };
+            let management_port = app.management_addr().port();
             let (stop, stop_rx) = oneshot::channel::<()>();
             tokio::spawn(app.run_until(async move {
                 let _ = stop_rx.await;
             }));
             let http = pki.https_client().unwrap();
-            return Self { issuer, base_url, pki, order_key, http, _dir: dir, _extra_dirs: Vec::new(), _stop: stop };
+            return Self {
+                issuer,
+                base_url,
+                management_port,
+                pki,
+                order_key,
+                http,
+                _dir: dir,
+                _extra_dirs: Vec::new(),
+                _stop: stop,
+            };
         }
         panic!("could not start the auth server on a free port");
     }
