@@ -21,6 +21,8 @@ commands:
   test      install missing prerequisites, then fmt, clippy, cargo-deny and all tests
   doctor    list prerequisites, found or missing
   prereqs   install missing prerequisites only
+  audit-verify FILE
+            check a received audit log for gaps, reordering and edits
   bench [tokens|auth]
             run benchmarks (release build) and print their figures";
 
@@ -39,6 +41,15 @@ fn main() -> ExitCode {
         }
         Some("prereqs") => prereqs::ensure(),
         Some("bench") => bench(&args[1..]),
+        Some("audit-verify") => match &args[1..] {
+            // Commands run from the workspace root: resolve the path where the caller stands.
+            [file] => std::path::absolute(file).context("audit log path").and_then(|file| {
+                run(cargo()
+                    .args(["run", "--quiet", "--locked", "-p", "estate-audit", "--bin", "audit-verify", "--"])
+                    .arg(file))
+            }),
+            _ => Err(anyhow::anyhow!("usage: cargo xtask audit-verify FILE")),
+        },
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())

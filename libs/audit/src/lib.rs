@@ -1,0 +1,99 @@
+//! `estate-audit`: security events for the SIEM.
+//!
+//! - [`AuditEvent`]: a closed set of typed events (ECS field names) with no
+//!   place for a token, secret or password;
+//! - a per-process hash chain (`estate.seq`, `estate.prev_hash`) that
+//!   [`chain::verify`] (and `cargo xtask audit-verify`) checks for gaps,
+//!   reordering and edits;
+//! - sinks: JSON lines on stdout (for Kubernetes log collectors) and syslog
+//!   over TLS to a SIEM, held through outages ([`sink`]).
+
+pub mod chain;
+mod event;
+pub mod sink;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use event::{Action, AuditEvent, Identifier, NotAnIdentifier, Outcome, TraceId};
+pub use sink::{SiemTarget, SinkCounters};
+
+use chain::ChainState;
+
+/// Audit setup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Bad sink configuration.
+    #[error("audit configuration: {0}")]
+    Config(String),
+}
+
+struct Inner {
+    service: String,
+    chain: Mutex<ChainState>,
+    stdout: bool,
+    siem: Option<tokio::sync::mpsc::UnboundedSender<(u8, String)>>,
+    counters: Arc<SinkCounters>,
+    reported_dropped: AtomicU64,
+}
+
+/// The audit log of one process. Cheap to clone; records are chained in the
+/// order `emit` is called.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+impl AuditLog {
+    /// A log for `service` writing JSON lines to stdout and, when given, to a SIEM.
+    pub fn new(service: &str, stdout: bool, siem: Option<SiemTarget>) -> Result<Self, AuditError> {
+        let counters = Arc::new(SinkCounters::default());
+        let hostname = std::env::var("HOSTNAME").unwrap_or_else(|_| "-".to_owned());
+        let siem = match siem {
+            Some(target) => Some(sink::spawn(target, hostname, format!("estate-{service}"), counters.clone())?),
+            None => None,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                service: service.to_owned(),
+                chain: Mutex::new(ChainState::new()),
+                stdout,
+                siem,
+                counters,
+                reported_dropped: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Record `event`.
+    pub fn emit(&self, event: AuditEvent) {
+        // Losses first, so the chain shows them where they happened.
+        let dropped = self.inner.counters.dropped.load(Ordering::SeqCst);
+        let reported = self.inner.reported_dropped.swap(dropped, Ordering::SeqCst);
+        if dropped > reported {
+            self.write(AuditEvent::new(Action::AuditOverflow, Outcome::Failure).count(dropped - reported));
+        }
+        self.write(event);
+    }
+
+    fn write(&self, event: AuditEvent) {
+        let timestamp =
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let record = match self.inner.chain.lock() {
+            Ok(mut chain) => chain.record(&self.inner.service, &event, &timestamp),
+            Err(poisoned) => poisoned.into_inner().record(&self.inner.service, &event, &timestamp),
+        };
+        if self.inner.stdout {
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "{record}");
+        }
+        if let Some(siem) = &self.inner.siem {
+            let _ = siem.send((event.action().severity(), record));
+        }
+    }
+
+    /// Delivery counters (records sent, records dropped) for metrics.
+    pub fn counters(&self) -> &SinkCounters {
+        &self.inner.counters
+    }
+}
