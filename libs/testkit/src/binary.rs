@@ -21,6 +21,7 @@ pub struct ServiceProcess {
     api_addr: std::net::SocketAddr,
     management_addr: std::net::SocketAddr,
     logs: Arc<Mutex<Vec<Value>>>,
+    raw: Arc<Mutex<Vec<String>>>,
     _dir: TempDir,
 }
 
@@ -65,12 +66,17 @@ impl ServiceProcess {
 
         // Read log lines for the whole life of the process (a full pipe would block it).
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(Vec::new()));
         let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
         let sink = logs.clone();
+        let raw_sink = raw.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             let mut listening_tx = Some(listening_tx);
             while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(mut raw) = raw_sink.lock() {
+                    raw.push(line.clone());
+                }
                 let Ok(json) = serde_json::from_str::<Value>(&line) else { continue };
                 if json["message"] == "listening"
                     && let Some(tx) = listening_tx.take()
@@ -93,7 +99,7 @@ impl ServiceProcess {
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| TestkitError::failed("service start", format!("no {field} in `listening`")))
         };
-        Ok(Self { api_addr: addr("api_addr")?, management_addr: addr("management_addr")?, child, logs, _dir: dir })
+        Ok(Self { api_addr: addr("api_addr")?, management_addr: addr("management_addr")?, child, logs, raw, _dir: dir })
     }
 
     /// The API listener.
@@ -109,6 +115,11 @@ impl ServiceProcess {
     /// Every JSON log line so far.
     pub fn logs(&self) -> Vec<Value> {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Every stdout line so far, exactly as written (JSON or not).
+    pub fn raw_logs(&self) -> Vec<String> {
+        self.raw.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Send SIGTERM and wait for the exit code.
