@@ -48,7 +48,10 @@ impl ChainState {
             record["event"]["reason"] = json!(reason);
         }
         if let Some(sub) = &event.subject {
-            record["user"] = json!({ "id": sub });
+            record["user"]["id"] = json!(sub);
+        }
+        if let Some(name) = &event.user_name {
+            record["user"]["name"] = json!(name);
         }
         if let Some(ip) = event.source_ip {
             record["source"] = json!({ "ip": ip.to_string() });

@@ -160,6 +160,7 @@ pub struct AuditEvent {
     pub(crate) outcome: Outcome,
     pub(crate) reason: Option<&'static str>,
     pub(crate) subject: Option<Identifier>,
+    pub(crate) user_name: Option<Identifier>,
     pub(crate) client_id: Option<Identifier>,
     pub(crate) peer: Option<Identifier>,
     pub(crate) jti: Option<Identifier>,
@@ -176,6 +177,7 @@ impl AuditEvent {
             outcome,
             reason: None,
             subject: None,
+            user_name: None,
             client_id: None,
             peer: None,
             jti: None,
@@ -224,6 +226,41 @@ impl AuditEvent {
         self.count = Some(count);
         self
     }
+    /// The user, from a string; left out if it is not a valid [`Identifier`]
+    /// (untrusted input is never written raw).
+    pub fn user(self, value: &str) -> Self {
+        match Identifier::new(value) {
+            Ok(id) => self.subject(id),
+            Err(_) => self,
+        }
+    }
+    /// The user name given at a login (ECS `user.name`; left out if invalid).
+    pub fn user_name(mut self, value: &str) -> Self {
+        self.user_name = Identifier::new(value).ok();
+        self
+    }
+    /// The OAuth client, from a string (left out if invalid).
+    pub fn client(self, value: &str) -> Self {
+        match Identifier::new(value) {
+            Ok(id) => self.client_id(id),
+            Err(_) => self,
+        }
+    }
+    /// The token id, from a string (left out if invalid).
+    pub fn token_id(self, value: &str) -> Self {
+        match Identifier::new(value) {
+            Ok(id) => self.jti(id),
+            Err(_) => self,
+        }
+    }
+    /// The source address, when known.
+    pub fn source(self, ip: Option<IpAddr>) -> Self {
+        match ip {
+            Some(ip) => self.source_ip(ip),
+            None => self,
+        }
+    }
+
     /// The action.
     pub fn action(&self) -> Action {
         self.action

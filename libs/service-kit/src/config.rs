@@ -82,8 +82,47 @@ pub struct Config<S> {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Where audit events go.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// The service's own settings.
     pub service: S,
+}
+
+/// Audit event sinks (see `estate-audit`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Write records as JSON lines to stdout (for Kubernetes log collectors).
+    pub stdout: bool,
+    /// Deliver records to a SIEM over syslog/TLS.
+    #[serde(default)]
+    pub siem: Option<SiemConfig>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { stdout: true, siem: None }
+    }
+}
+
+/// A SIEM receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiemConfig {
+    /// `host:port`.
+    pub address: String,
+    /// The DNS name its certificate must carry.
+    pub server_name: String,
+    /// CA that signed it (PEM file).
+    pub ca_file: PathBuf,
+    /// Records held while it is unreachable.
+    #[serde(default = "default_siem_buffer")]
+    pub buffer: usize,
+}
+
+fn default_siem_buffer() -> usize {
+    10_000
 }
 
 /// One TCP listener.
@@ -304,6 +343,7 @@ impl<S: DeserializeOwned + Serialize + Default + DevSettings> Config<S> {
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            audit: AuditConfig::default(),
             service: S::default(),
         }
     }

@@ -33,7 +33,22 @@ use std::process::ExitCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use config::{Config, DevSettings, Mode, NoServiceSettings, SecretRef};
+pub use config::{AuditConfig, Config, DevSettings, Mode, NoServiceSettings, SecretRef};
+
+/// The audit log a service writes to, as its configuration says.
+pub fn audit_log(service: &str, config: &AuditConfig) -> anyhow::Result<estate_audit::AuditLog> {
+    let siem = match &config.siem {
+        Some(siem) => Some(estate_audit::SiemTarget {
+            address: siem.address.clone(),
+            server_name: siem.server_name.clone(),
+            ca_pem: std::fs::read_to_string(&siem.ca_file)
+                .map_err(|e| anyhow::anyhow!("audit.siem.ca_file {}: {e}", siem.ca_file.display()))?,
+            buffer: siem.buffer,
+        }),
+        None => None,
+    };
+    Ok(estate_audit::AuditLog::new(service, config.stdout, siem)?)
+}
 pub use problem::Problem;
 pub use server::Server;
 

@@ -34,6 +34,7 @@ use crate::endpoints::AuthState;
 use crate::grants::unix_now;
 use crate::settings::GrantType;
 use crate::store::CodeRecord;
+use estate_audit::{Action, AuditEvent, Outcome};
 
 const CSRF_COOKIE: &str = "__Host-estate-csrf";
 const CODE_TTL_SECS: i64 = 60;
@@ -153,12 +154,16 @@ pub async fn submit(
     let field = params.single("csrf").ok().flatten();
     let csrf_ok = matches!((cookie, field), (Some(c), Some(f)) if bool::from(c.as_bytes().ct_eq(f.as_bytes())));
     if !csrf_ok {
-        tracing::warn!(target: "audit", event = "csrf_rejected", client_id = %request.client_id, "login form CSRF check failed");
+        state.audit.emit(
+            AuditEvent::new(Action::AuthenticationFailed, Outcome::Failure)
+                .reason("csrf_rejected")
+                .client(&request.client_id),
+        );
         return error_page(StatusCode::FORBIDDEN, "The form expired. Go back and try again.");
     }
     let ip: Option<IpAddr> = connection.map(|Extension(c)| c.remote_addr.ip());
     if let Err(exceeded) = state.login_limits.check(None, ip) {
-        tracing::warn!(target: "audit", event = "rate_limited", endpoint = "login", ip = ?ip, "login rate limit exceeded");
+        state.audit.emit(AuditEvent::new(Action::RateLimited, Outcome::Failure).reason("login_ip_budget").source(ip));
         return with_retry_after(
             login_page(
                 &params,
@@ -204,7 +209,9 @@ impl AuthState {
             return Ok(Login::Failed);
         }
         if let Some(retry_after) = self.store.locked_for(username).await.map_err(fail)? {
-            tracing::warn!(target: "audit", event = "login_locked", username, "login attempt on a locked username");
+            self.audit.emit(
+                AuditEvent::new(Action::LoginFailed, Outcome::Failure).reason("username_locked").user_name(username),
+            );
             return Ok(Login::Locked(retry_after));
         }
         let user = self.store.find_user(username).await.map_err(fail)?;
@@ -217,7 +224,9 @@ impl AuthState {
         match user {
             Some((id, _)) if ok => {
                 self.store.clear_login_failures(username).await.map_err(fail)?;
-                tracing::info!(target: "audit", event = "login_succeeded", sub = %id, "user logged in");
+                self.audit.emit(
+                    AuditEvent::new(Action::LoginSucceeded, Outcome::Success).user(&id.to_string()).user_name(username),
+                );
                 Ok(Login::Success(id.to_string()))
             }
             _ => {
@@ -227,7 +236,9 @@ impl AuthState {
                     .record_login_failure(username, login.max_failures, login.failure_window_secs, login.lockout_secs)
                     .await
                     .map_err(fail)?;
-                tracing::warn!(target: "audit", event = "login_failed", username, locked, "login failed");
+                let reason = if locked { "wrong_credentials_now_locked" } else { "wrong_credentials" };
+                self.audit
+                    .emit(AuditEvent::new(Action::LoginFailed, Outcome::Failure).reason(reason).user_name(username));
                 Ok(if locked { Login::Locked(login.lockout_secs) } else { Login::Failed })
             }
         }

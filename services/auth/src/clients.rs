@@ -99,6 +99,7 @@ impl Client {
 pub struct ClientRegistry {
     clients: HashMap<String, Client>,
     store: Arc<Store>,
+    audit: estate_audit::AuditLog,
 }
 
 /// Parse a scope list from configuration; unknown names are configuration errors.
@@ -122,6 +123,7 @@ impl ClientRegistry {
         issuer: &str,
         token_endpoint: &str,
         store: Arc<Store>,
+        audit: estate_audit::AuditLog,
     ) -> Result<Self, ClientConfigError> {
         let mut clients = HashMap::new();
         for c in settings {
@@ -163,7 +165,7 @@ impl ClientRegistry {
             };
             clients.insert(c.client_id.clone(), client);
         }
-        Ok(Self { clients, store })
+        Ok(Self { clients, store, audit })
     }
 
     /// Look up a client by id (for policy checks after authentication).
@@ -272,7 +274,14 @@ impl ClientRegistry {
             },
         )?;
         if !fresh {
-            tracing::warn!(target: "audit", event = "assertion_replayed", client_id = %client.id, "client assertion replayed");
+            self.audit.emit(
+                estate_audit::AuditEvent::new(
+                    estate_audit::Action::AuthenticationFailed,
+                    estate_audit::Outcome::Failure,
+                )
+                .reason("client_assertion_replayed")
+                .client(&client.id),
+            );
             return Err(OAuthError::InvalidClient);
         }
         Ok(client)

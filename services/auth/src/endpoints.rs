@@ -18,6 +18,7 @@ use crate::clients::{ClientRegistry, FormParams};
 use crate::grants::Issuer;
 use crate::oauth_error::OAuthError;
 use crate::rate_limit::TokenRateLimits;
+use estate_audit::{Action, AuditEvent, Outcome};
 
 /// Everything the endpoints need.
 pub struct AuthState {
@@ -39,6 +40,8 @@ pub struct AuthState {
     pub passwords: Arc<crate::passwords::Passwords>,
     /// The issuer identifier (for `iss` on redirects).
     pub issuer_url: String,
+    /// Security events.
+    pub audit: estate_audit::AuditLog,
 }
 
 /// The public router.
@@ -109,18 +112,19 @@ async fn token(
     let claimed = ClientRegistry::claimed_client_id(&headers, &form);
     let ip = connection.map(|Extension(c)| c.remote_addr.ip());
     if let Err(exceeded) = state.limits.check(claimed.as_deref(), ip) {
-        tracing::warn!(
-            target: "audit",
-            event = "rate_limited",
-            endpoint = "token",
-            budget = exceeded.budget,
-            client_id = claimed.as_deref().unwrap_or("-"),
-            ip = ?ip,
-            "token endpoint rate limit exceeded"
+        state.audit.emit(
+            AuditEvent::new(Action::RateLimited, Outcome::Failure)
+                .reason(if exceeded.budget == "ip" {
+                    "token_endpoint_ip_budget"
+                } else {
+                    "token_endpoint_client_budget"
+                })
+                .client(claimed.as_deref().unwrap_or_default())
+                .source(ip),
         );
         return OAuthError::SlowDown(exceeded.retry_after_secs).into_response();
     }
-    match handle_token(&state, &headers, &form).await {
+    match handle_token(&state, &headers, &form, ip).await {
         Ok(response) => {
             let mut response = Json(response).into_response();
             response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -134,10 +138,19 @@ async fn handle_token(
     state: &AuthState,
     headers: &HeaderMap,
     form: &FormParams,
+    ip: Option<std::net::IpAddr>,
 ) -> Result<crate::grants::TokenResponse, OAuthError> {
     let grant_type = form.single("grant_type")?.ok_or(OAuthError::InvalidRequest("grant_type missing"))?;
-    let client = state.clients.authenticate(headers, form).await.inspect_err(|_| {
+    let client = state.clients.authenticate(headers, form).await.inspect_err(|error| {
         tracing::info!(grant_type, "client authentication failed");
+        if *error == OAuthError::InvalidClient {
+            state.audit.emit(
+                AuditEvent::new(Action::AuthenticationFailed, Outcome::Failure)
+                    .reason("invalid_client")
+                    .client(ClientRegistry::claimed_client_id(headers, form).as_deref().unwrap_or_default())
+                    .source(ip),
+            );
+        }
     })?;
     match grant_type {
         "client_credentials" => state.issuer.client_credentials(client, form),

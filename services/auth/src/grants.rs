@@ -30,6 +30,7 @@ use crate::oauth_error::OAuthError;
 use crate::settings::{ExchangePolicy, GrantType};
 use crate::store::Store;
 use crate::store::{CodeUse, RefreshRecord, RefreshUse};
+use estate_audit::{Action, AuditEvent, AuditLog, Outcome};
 
 /// RFC 8693 token type URI for access tokens.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -107,6 +108,7 @@ pub struct Issuer {
     /// our own keys, any of our audiences.
     own_tokens: Verifier,
     store: Arc<Store>,
+    audit: AuditLog,
 }
 
 impl Issuer {
@@ -118,8 +120,9 @@ impl Issuer {
         policies: Vec<ExchangePolicy>,
         own_tokens: Verifier,
         store: Arc<Store>,
+        audit: AuditLog,
     ) -> Self {
-        Self { issuer, keys, lifetimes, policies, own_tokens, store }
+        Self { issuer, keys, lifetimes, policies, own_tokens, store, audit }
     }
 
     /// Verify one of our own tokens and check it was not revoked.
@@ -164,7 +167,8 @@ impl Issuer {
             tracing::error!(%error, "revocation store failed");
             OAuthError::ServerError
         })?;
-        tracing::info!(target: "audit", event = "token_revoked", client_id = client.id(), jti = %jti, "token revoked");
+        self.audit
+            .emit(AuditEvent::new(Action::TokenRevoked, Outcome::Success).client(client.id()).token_id(jti.as_str()));
         Ok(())
     }
 
@@ -275,7 +279,9 @@ impl Issuer {
             tracing::error!(%error, "signing failed");
             OAuthError::ServerError
         })?;
-        tracing::info!(target: "audit", event = "token_issued", sub, client_id, jti = %claims.jti, scope = %claims.scope, ttl, "token issued");
+        tracing::info!(sub, client_id, jti = %claims.jti, scope = %claims.scope, ttl, "token issued");
+        let action = if claims.act.is_some() { Action::TokenExchanged } else { Action::TokenIssued };
+        self.audit.emit(AuditEvent::new(action, Outcome::Success).user(sub).client(client_id).token_id(&claims.jti));
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
@@ -315,11 +321,10 @@ impl Issuer {
                 if let Some(family) = refresh_family {
                     self.store.revoke_family(family).await.map_err(Self::store_error)?;
                 }
-                tracing::warn!(
-                    target: "audit",
-                    event = "code_replayed",
-                    client_id = client.id(),
-                    "authorization code replayed; what it issued is revoked"
+                self.audit.emit(
+                    AuditEvent::new(Action::AuthenticationFailed, Outcome::Failure)
+                        .reason("authorization_code_replayed")
+                        .client(client.id()),
                 );
                 return Err(OAuthError::InvalidGrant("invalid authorization code"));
             }
@@ -328,7 +333,11 @@ impl Issuer {
             return Err(OAuthError::InvalidGrant("invalid authorization code"));
         }
         if !pkce_s256_matches(verifier, &record.code_challenge) {
-            tracing::info!(target: "audit", event = "pkce_failed", client_id = client.id(), "PKCE verification failed");
+            self.audit.emit(
+                AuditEvent::new(Action::AuthenticationFailed, Outcome::Failure)
+                    .reason("pkce_failed")
+                    .client(client.id()),
+            );
             return Err(OAuthError::InvalidGrant("PKCE verification failed"));
         }
         let (scopes, _) = Scopes::parse(&record.scope);
@@ -379,12 +388,11 @@ impl Issuer {
             }
             RefreshUse::Reused { family } => {
                 self.store.revoke_family(family).await.map_err(Self::store_error)?;
-                tracing::warn!(
-                    target: "audit",
-                    event = "refresh_reuse",
-                    client_id = client.id(),
-                    family = %family,
-                    "refresh token reused; family revoked"
+                tracing::warn!(client_id = client.id(), family = %family, "refresh token reused; family revoked");
+                self.audit.emit(
+                    AuditEvent::new(Action::AuthenticationFailed, Outcome::Failure)
+                        .reason("refresh_token_reused")
+                        .client(client.id()),
                 );
                 return Err(OAuthError::InvalidGrant("invalid refresh token"));
             }

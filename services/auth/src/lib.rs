@@ -63,7 +63,8 @@ impl Service for Application {
     type Settings = AuthSettings;
 
     async fn build(config: Config<Self::Settings>) -> anyhow::Result<Self> {
-        let (state, openbao) = build_state(&config.service).await?;
+        let audit = estate_service_kit::audit_log(Self::NAME, &config.audit)?;
+        let (state, openbao) = build_state(&config.service, audit).await?;
         // Ready means: the database answers (it holds users, codes, revocations).
         let readiness = Readiness::new(vec![Box::new(DatabaseReady(state.store.clone()))]);
         let server = Server::bind(Self::NAME, &config, endpoints::router(Arc::new(state)), readiness).await?;
@@ -110,7 +111,10 @@ fn spawn_purger(store: &Arc<Store>) {
     });
 }
 
-async fn build_state(settings: &AuthSettings) -> anyhow::Result<(AuthState, Option<estate_secrets::OpenBao>)> {
+async fn build_state(
+    settings: &AuthSettings,
+    audit: estate_audit::AuditLog,
+) -> anyhow::Result<(AuthState, Option<estate_secrets::OpenBao>)> {
     if settings.access_token_ttl_secs == 0 || settings.access_token_ttl_secs > MAX_ACCESS_TOKEN_TTL_SECS {
         bail!("access_token_ttl_secs must be 1..={MAX_ACCESS_TOKEN_TTL_SECS}");
     }
@@ -160,7 +164,8 @@ async fn build_state(settings: &AuthSettings) -> anyhow::Result<(AuthState, Opti
     });
     spawn_purger(&store);
     let token_endpoint = format!("{issuer}/token");
-    let clients = ClientRegistry::new(&settings.clients, &issuer, &token_endpoint, store.clone()).await?;
+    let clients =
+        ClientRegistry::new(&settings.clients, &issuer, &token_endpoint, store.clone(), audit.clone()).await?;
 
     // Our own tokens (subject tokens, introspection, revocation) are verified
     // in-process with our own keys, for any audience we issue.
@@ -193,6 +198,7 @@ async fn build_state(settings: &AuthSettings) -> anyhow::Result<(AuthState, Opti
         settings.exchange.clone(),
         subject_verifier,
         store.clone(),
+        audit.clone(),
     );
     let limits = rate_limit::TokenRateLimits::new(&settings.rate_limits);
     let login_limits = rate_limit::TokenRateLimits::new(&settings::RateLimitSettings {
@@ -210,6 +216,7 @@ async fn build_state(settings: &AuthSettings) -> anyhow::Result<(AuthState, Opti
         store,
         passwords,
         issuer_url,
+        audit,
     };
     Ok((state, openbao))
 }

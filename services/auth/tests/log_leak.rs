@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use estate_testkit::TestPki;
 use estate_testkit::binary::ServiceProcess;
+use estate_testkit::{SiemAuth, TestPki, TestSiem};
 use serde_json::Value;
 
 fn sha256_hex(secret: &str) -> String {
@@ -63,6 +63,16 @@ scopes = ["payments:authorize"]
         sha256_hex(&order),
         sha256_hex(&gateway)
     );
+    // The SIEM receives the audit events over TLS.
+    let siem = TestSiem::start(SiemAuth::ServerOnly).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let siem_ca = dir.path().join("siem-ca.pem");
+    std::fs::write(&siem_ca, siem.ca_pem()).unwrap();
+    let service = format!(
+        "{service}\n[audit.siem]\naddress = \"127.0.0.1:{}\"\nserver_name = \"localhost\"\nca_file = \"{}\"\n",
+        siem.port(),
+        siem_ca.display()
+    );
     let pki = TestPki::new("leak").unwrap();
     let process = ServiceProcess::spawn(Path::new(env!("CARGO_BIN_EXE_auth")), &pki, &service).await.unwrap();
     let http = pki.https_client().unwrap();
@@ -100,7 +110,26 @@ scopes = ["payments:authorize"]
     post("/introspect", ("gateway", gateway.clone()), vec![("token", reader_token.clone())]).await;
     post("/revoke", ("inventory-reader", reader.clone()), vec![("token", reader_token.clone())]).await;
 
-    let lines = process.raw_logs();
+    // PC-10: the SIEM got the security events, chained, with who/what but no secrets.
+    let events = siem.wait_for_events(5, std::time::Duration::from_secs(30)).await.unwrap();
+    let records: Vec<Value> = events.iter().map(|e| e.msg_json().unwrap()).collect();
+    let actions: Vec<&str> = records.iter().map(|r| r["event"]["action"].as_str().unwrap()).collect();
+    for expected in ["token_issued", "authentication_failed", "token_exchanged", "token_revoked"] {
+        assert!(actions.contains(&expected), "{expected} missing from {actions:?}");
+    }
+    let failed = records.iter().find(|r| r["event"]["action"] == "authentication_failed").unwrap();
+    assert_eq!(failed["estate"]["client_id"], "inventory-reader");
+    assert_eq!(failed["event"]["reason"], "invalid_client");
+    assert!(failed["source"]["ip"].as_str().is_some());
+    let exchange = records.iter().find(|r| r["event"]["action"] == "token_exchanged").unwrap();
+    assert_eq!(exchange["user"]["id"], "alice-app");
+    assert_eq!(exchange["estate"]["client_id"], "order-svc");
+    assert!(exchange["estate"]["jti"].as_str().is_some());
+    let received: Vec<String> = events.iter().map(|e| e.msg.clone()).collect();
+    estate_audit::chain::verify(received.iter().map(String::as_str)).unwrap();
+
+    let mut lines = process.raw_logs();
+    lines.extend(siem.events().unwrap().into_iter().map(|e| e.raw.to_string()));
     assert_eq!(process.terminate().await.unwrap(), Some(0));
 
     // Not vacuous: the flows were logged (issuance with its jti, the failed authentication).
@@ -125,5 +154,9 @@ scopes = ["payments:authorize"]
             assert!(!line.contains(value.as_str()), "{what} leaked into a log line: {line}");
         }
     }
-    println!("log-leak check: {} log lines, {} forbidden values, no leak", lines.len(), forbidden.len());
+    println!(
+        "log-leak check: {} log lines and SIEM events, {} forbidden values, no leak",
+        lines.len(),
+        forbidden.len()
+    );
 }
