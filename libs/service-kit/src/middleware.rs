@@ -41,6 +41,17 @@ pub struct RequestContext {
     pub trace: TraceParent,
 }
 
+impl RequestContext {
+    /// The `traceparent` header for a call this request makes downstream: the
+    /// same trace, a new span id. Add it to every outbound request (reqwest,
+    /// tonic metadata) so the next service continues the trace.
+    pub fn outbound_traceparent(&self) -> (HeaderName, HeaderValue) {
+        let value = HeaderValue::from_str(&self.trace.child().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"));
+        (TRACEPARENT.clone(), value)
+    }
+}
+
 /// Limits of the common stack.
 #[derive(Debug, Clone, Copy)]
 pub struct StackLimits {

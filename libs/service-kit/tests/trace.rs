@@ -1,0 +1,105 @@
+//! One request through two services shares one trace id in both services'
+//! JSON logs: service A continues the caller's `traceparent` and passes a
+//! child of it to service B.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed step should panic the test")]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::Extension;
+use axum::routing::get;
+use axum::{Router, extract::State};
+use estate_service_kit::Server;
+use estate_service_kit::config::NoServiceSettings;
+use estate_service_kit::management::Readiness;
+use estate_service_kit::middleware::RequestContext;
+use estate_testkit::TestPki;
+use serde_json::Value;
+
+/// Collects everything the JSON subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_through_two_services_shares_one_trace_id_in_both_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .unwrap();
+
+    let pki = TestPki::new("trace").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = pki.https_client().unwrap();
+
+    // Service B: a plain endpoint.
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    let b_config = estate_testkit::kit::config::<NoServiceSettings>(&pki, &dir.path().join("b")).unwrap();
+    let b =
+        Server::bind("service-b", &b_config, Router::new().route("/b", get(|| async { "b" })), Readiness::default())
+            .await
+            .unwrap();
+    let b_url = format!("https://localhost:{}/b", b.api_addr().port());
+    tokio::spawn(b.run_until(std::future::pending()));
+
+    // Service A: calls B, propagating the trace.
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    let a_config = estate_testkit::kit::config::<NoServiceSettings>(&pki, &dir.path().join("a")).unwrap();
+    let a_router =
+        Router::new()
+            .route(
+                "/a",
+                get(
+                    |State((http, url)): State<(reqwest::Client, String)>,
+                     Extension(ctx): Extension<RequestContext>| async move {
+                        let (name, value) = ctx.outbound_traceparent();
+                        http.get(url).header(name, value).send().await.unwrap().text().await.unwrap()
+                    },
+                ),
+            )
+            .with_state((client.clone(), b_url));
+    let a = Server::bind("service-a", &a_config, a_router, Readiness::default()).await.unwrap();
+    let a_url = format!("https://localhost:{}/a", a.api_addr().port());
+    tokio::spawn(a.run_until(std::future::pending()));
+
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let body = client.get(&a_url).header("traceparent", incoming).send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, "b");
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let handled: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "request handled")
+        .collect();
+    let trace_of = |path: &str| {
+        handled
+            .iter()
+            .find(|l| l["span"]["path"] == path)
+            .map(|l| {
+                (l["span"]["trace_id"].as_str().unwrap().to_owned(), l["span"]["span_id"].as_str().unwrap().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no log line for {path}: {text}"))
+    };
+    let (trace_a, span_a) = trace_of("/a");
+    let (trace_b, span_b) = trace_of("/b");
+    assert_eq!(trace_a, "4bf92f3577b34da6a3ce929d0e0e4736", "A continued the caller's trace");
+    assert_eq!(trace_b, trace_a, "B continued A's trace");
+    assert_ne!(span_a, span_b, "each hop has its own span");
+}
