@@ -11,6 +11,7 @@
 pub mod chain;
 mod event;
 pub mod sink;
+mod spool;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,8 +1,9 @@
 //! Delivering records to a SIEM: RFC 5424 syslog messages over TLS with RFC
 //! 5425 octet-counting framing, server certificate verified.
 //!
-//! A background task owns the connection. Records wait in a bounded buffer
-//! while the SIEM is unreachable and are delivered in order once it is back.
+//! A background task owns the connection. Records wait in a bounded buffer —
+//! and, with a spool directory, on disk — while the SIEM is unreachable, and
+//! are delivered in order once it is back, also after a restart.
 //! A write into a socket whose peer has just died can "succeed", so after a
 //! reconnect the last [`REPLAY`] records of the previous connection are sent
 //! again: receivers deduplicate by `event.id`; the chain verifier skips the
@@ -37,6 +38,9 @@ pub struct SiemTarget {
     pub ca_pem: String,
     /// Records held while the SIEM is unreachable.
     pub buffer: usize,
+    /// Keep undelivered records on disk here, so a crash during an outage
+    /// loses nothing (see [`crate::spool`]). `None`: memory only.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 /// Counters shared with the log handle.
@@ -69,24 +73,50 @@ pub(crate) fn spawn(
     let server_name =
         ServerName::try_from(target.server_name.clone()).map_err(|e| crate::AuditError::Config(e.to_string()))?;
     let (tx, mut rx) = mpsc::unbounded_channel::<(u8, String)>();
+    let (mut spool, recovered) = match &target.spool_dir {
+        Some(dir) => {
+            let (spool, recovered) = crate::spool::Spool::open(dir)
+                .map_err(|e| crate::AuditError::Config(format!("audit spool {}: {e}", dir.display())))?;
+            (Some(spool), recovered)
+        }
+        None => (None, Vec::new()),
+    };
     tokio::spawn(async move {
-        let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
+        // Records not yet delivered, in order; each has its place in the spool.
+        let mut pending: VecDeque<Vec<u8>> = recovered.into();
+        // Records re-sent after a reconnect (already counted as delivered).
+        let mut replay: VecDeque<Vec<u8>> = VecDeque::new();
         let mut recent: VecDeque<Vec<u8>> = VecDeque::new();
         let mut connection: Option<TlsStream<TcpStream>> = None;
         let mut backoff = Duration::from_millis(100);
+        let accept = |item: (u8, String), pending: &mut VecDeque<Vec<u8>>, spool: &mut Option<crate::spool::Spool>| {
+            let framed = frame(&hostname, &app, item);
+            if let Some(spool) = spool.as_mut()
+                && let Err(error) = spool.append(&framed)
+            {
+                tracing::warn!(%error, "audit spool write failed; record held in memory only");
+            }
+            pending.push_back(framed);
+        };
         loop {
-            if pending.is_empty() {
+            if pending.is_empty() && replay.is_empty() {
                 match rx.recv().await {
-                    Some(item) => pending.push_back(frame(&hostname, &app, item)),
+                    Some(item) => accept(item, &mut pending, &mut spool),
                     None => return, // the log was dropped
                 }
             }
             while let Ok(item) = rx.try_recv() {
-                pending.push_back(frame(&hostname, &app, item));
+                accept(item, &mut pending, &mut spool);
+            }
+            if let Some(spool) = spool.as_ref() {
+                let _ = spool.sync();
             }
             while pending.len() > target.buffer {
                 pending.pop_front();
                 counters.dropped.fetch_add(1, Ordering::SeqCst);
+                if let Some(spool) = spool.as_mut() {
+                    let _ = spool.advance();
+                }
             }
             if connection.as_ref().is_some_and(|c| peer_closed(c.get_ref().0)) {
                 connection = None;
@@ -97,9 +127,7 @@ pub(crate) fn spawn(
                     Ok(stream) => {
                         backoff = Duration::from_millis(100);
                         // Whatever the dead socket may have swallowed goes again.
-                        for record in recent.drain(..).rev() {
-                            pending.push_front(record);
-                        }
+                        replay.extend(recent.drain(..));
                         connection.insert(stream)
                     }
                     Err(error) => {
@@ -108,7 +136,7 @@ pub(crate) fn spawn(
                         tokio::select! {
                             () = tokio::time::sleep(backoff) => {}
                             item = rx.recv() => match item {
-                                Some(item) => pending.push_back(frame(&hostname, &app, item)),
+                                Some(item) => accept(item, &mut pending, &mut spool),
                                 None => return,
                             },
                         }
@@ -117,11 +145,24 @@ pub(crate) fn spawn(
                     }
                 },
             };
-            let Some(record) = pending.front().cloned() else { continue };
+            let (record, from_replay) = match (replay.front(), pending.front()) {
+                (Some(record), _) => (record.clone(), true),
+                (None, Some(record)) => (record.clone(), false),
+                (None, None) => continue,
+            };
             match async { stream.write_all(&record).await.and(stream.flush().await) }.await {
                 Ok(()) => {
-                    pending.pop_front();
                     counters.sent.fetch_add(1, Ordering::SeqCst);
+                    if from_replay {
+                        replay.pop_front();
+                        continue;
+                    }
+                    pending.pop_front();
+                    if let Some(spool) = spool.as_mut()
+                        && let Err(error) = spool.advance()
+                    {
+                        tracing::warn!(%error, "audit spool offset update failed");
+                    }
                     recent.push_back(record);
                     if recent.len() > REPLAY {
                         recent.pop_front();

@@ -16,6 +16,7 @@ fn log_for(siem: &TestSiem, buffer: usize) -> AuditLog {
         server_name: "localhost".into(),
         ca_pem: siem.ca_pem(),
         buffer,
+        spool_dir: None,
     };
     AuditLog::new("order", false, Some(target)).unwrap()
 }
@@ -185,4 +186,52 @@ async fn audit_verify_detects_deleted_reordered_and_edited_lines() {
         assert_eq!(code, Some(1), "{name}: {out}");
         assert!(out.starts_with("TAMPERED"), "{name}: {out}");
     }
+}
+
+/// PC-10: records spooled to disk during an outage survive the process dying;
+/// the next process delivers them, in order, once the SIEM is back.
+#[tokio::test]
+async fn pc10_records_spooled_during_an_outage_survive_a_crash() {
+    let mut siem = TestSiem::start(SiemAuth::ServerOnly).await.unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let target = SiemTarget {
+        address: format!("127.0.0.1:{}", siem.port()),
+        server_name: "localhost".into(),
+        ca_pem: siem.ca_pem(),
+        buffer: 1000,
+        spool_dir: Some(spool.path().to_path_buf()),
+    };
+    siem.stop();
+
+    // The first process: its own runtime, dropped while the SIEM is down — a crash.
+    let first = target.clone();
+    let spool_file = spool.path().join("audit.spool");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let log = AuditLog::new("order", false, Some(first)).unwrap();
+            for n in 0..10 {
+                log.emit(denied(n));
+            }
+            let deadline = std::time::Instant::now() + WAIT;
+            while std::fs::read_to_string(&spool_file).unwrap_or_default().matches(" AUDIT ").count() < 10 {
+                assert!(std::time::Instant::now() < deadline, "records were not spooled");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        drop(runtime);
+    })
+    .join()
+    .unwrap();
+
+    // The next process, same spool, SIEM back.
+    siem.restart().await.unwrap();
+    let log = AuditLog::new("order", false, Some(target)).unwrap();
+    log.emit(denied(10));
+    let records = wait_unique(&siem, 11).await;
+    let counts: Vec<u64> = records.iter().map(|r| r["estate"]["count"].as_u64().unwrap()).collect();
+    assert_eq!(counts, (0..11).collect::<Vec<_>>(), "the crashed process's records first, in order, none lost");
+    let lines: Vec<String> = siem.events().unwrap().into_iter().map(|e| e.msg).collect();
+    let verified = chain::verify(lines.iter().map(String::as_str)).unwrap();
+    assert_eq!((verified.records, verified.instances), (11, 2));
 }

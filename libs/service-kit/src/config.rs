@@ -119,6 +119,9 @@ pub struct SiemConfig {
     /// Records held while it is unreachable.
     #[serde(default = "default_siem_buffer")]
     pub buffer: usize,
+    /// Keep undelivered records on disk here (survives a crash during an outage).
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
 }
 
 fn default_siem_buffer() -> usize {

@@ -44,6 +44,7 @@ pub fn audit_log(service: &str, config: &AuditConfig) -> anyhow::Result<estate_a
             ca_pem: std::fs::read_to_string(&siem.ca_file)
                 .map_err(|e| anyhow::anyhow!("audit.siem.ca_file {}: {e}", siem.ca_file.display()))?,
             buffer: siem.buffer,
+            spool_dir: siem.spool_dir.clone(),
         }),
         None => None,
     };
