@@ -36,6 +36,7 @@ struct Inner {
     siem: Option<tokio::sync::mpsc::UnboundedSender<(u8, String)>>,
     counters: Arc<SinkCounters>,
     reported_dropped: AtomicU64,
+    queued: AtomicU64,
 }
 
 /// The audit log of one process. Cheap to clone; records are chained in the
@@ -62,6 +63,7 @@ impl AuditLog {
                 siem,
                 counters,
                 reported_dropped: AtomicU64::new(0),
+                queued: AtomicU64::new(0),
             }),
         })
     }
@@ -88,8 +90,29 @@ impl AuditLog {
             use std::io::Write;
             let _ = writeln!(std::io::stdout(), "{record}");
         }
-        if let Some(siem) = &self.inner.siem {
-            let _ = siem.send((event.action().severity(), record));
+        if let Some(siem) = &self.inner.siem
+            && siem.send((event.action().severity(), record)).is_ok()
+        {
+            self.inner.queued.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Wait (at most `timeout`) until every record queued for the SIEM has been
+    /// written to it — for short-lived processes such as operator commands.
+    /// Returns whether everything went out in time.
+    pub async fn flush(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let done = self.inner.counters.sent.load(Ordering::SeqCst)
+                + self.inner.counters.dropped.load(Ordering::SeqCst)
+                >= self.inner.queued.load(Ordering::SeqCst);
+            if done || self.inner.siem.is_none() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 

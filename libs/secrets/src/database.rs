@@ -103,7 +103,9 @@ pub async fn leased_pool(
     role: &str,
     base: sqlx::postgres::PgConnectOptions,
     max_connections: u32,
+    audit: Option<estate_audit::AuditLog>,
 ) -> Result<sqlx::PgPool, OpenBaoError> {
+    use estate_audit::Action;
     use secrecy::ExposeSecret;
     let lease = openbao.database_credentials(mount, role).await?;
     let options = base.clone().username(&lease.username).password(lease.password.expose_secret());
@@ -114,7 +116,8 @@ pub async fn leased_pool(
         .connect_with(options)
         .await
         .map_err(|e| OpenBaoError::Transport(format!("database: {e}")))?;
-    tracing::info!(target: "audit", event = "secret_leased", role, lease_id = %lease.lease_id, "database credentials leased");
+    tracing::info!(role, lease_id = %lease.lease_id, "database credentials leased");
+    record(audit.as_ref(), Action::SecretLeased, &lease.lease_id);
     let (mount, role) = (mount.to_owned(), role.to_owned());
     let weak_pool = pool.clone();
     tokio::spawn(async move {
@@ -139,15 +142,17 @@ pub async fn leased_pool(
             backoff = Duration::from_secs(1);
             weak_pool
                 .set_connect_options(base.clone().username(&next.username).password(next.password.expose_secret()));
-            tracing::info!(target: "audit", event = "secret_leased", role = %role, lease_id = %next.lease_id, "database credentials rotated");
+            tracing::info!(role = %role, lease_id = %next.lease_id, "database credentials rotated");
+            record(audit.as_ref(), Action::SecretLeased, &next.lease_id);
             // Revoke the old login once every connection that used it has been recycled.
-            let (old, client) = (std::mem::replace(&mut current, next), openbao.clone());
+            let (old, client, audit) = (std::mem::replace(&mut current, next), openbao.clone(), audit.clone());
             let grace = (old.duration / 3) + Duration::from_secs(1);
             tokio::spawn(async move {
                 tokio::time::sleep(grace).await;
                 match client.revoke_lease(&old.lease_id).await {
                     Ok(()) => {
-                        tracing::info!(target: "audit", event = "secret_revoked", lease_id = %old.lease_id, "old database login revoked")
+                        tracing::info!(lease_id = %old.lease_id, "old database login revoked");
+                        record(audit.as_ref(), Action::SecretRevoked, &old.lease_id);
                     }
                     Err(error) => {
                         tracing::warn!(%error, "revoking the old database lease failed; it expires on its own")
@@ -157,4 +162,15 @@ pub async fn leased_pool(
         }
     });
     Ok(pool)
+}
+
+/// Record a lease event; the lease id names the lease, not the credential.
+fn record(audit: Option<&estate_audit::AuditLog>, action: estate_audit::Action, lease_id: &str) {
+    if let Some(audit) = audit {
+        audit.emit(
+            estate_audit::AuditEvent::new(action, estate_audit::Outcome::Success)
+                .reason("database_credentials")
+                .token_id(lease_id),
+        );
+    }
 }

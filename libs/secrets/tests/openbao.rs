@@ -129,7 +129,7 @@ async fn pc05_a_pool_rotates_its_database_login_under_load_without_failed_querie
 
     // Base options: host, database, verified TLS; the login comes from OpenBao.
     let base = pg.admin_options().username("nobody").password("nothing");
-    let pool = estate_secrets::database::leased_pool(auth, "database", "auth-app", base, 4).await.unwrap();
+    let pool = estate_secrets::database::leased_pool(auth, "database", "auth-app", base, 4, None).await.unwrap();
 
     let admin_pool = pg.admin_pool().await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(40);

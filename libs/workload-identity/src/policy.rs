@@ -70,9 +70,16 @@ struct Rule {
 }
 
 /// A loaded policy. With no rules, everything is denied.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct EastWestPolicy {
     rules: Arc<Vec<Rule>>,
+    audit: Option<estate_audit::AuditLog>,
+}
+
+impl std::fmt::Debug for EastWestPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EastWestPolicy").field("rules", &self.rules).finish_non_exhaustive()
+    }
 }
 
 impl EastWestPolicy {
@@ -99,7 +106,13 @@ impl EastWestPolicy {
                 .collect::<Result<_, _>>()?;
             rules.push(Rule { caller, methods, paths });
         }
-        Ok(Self { rules: Arc::new(rules) })
+        Ok(Self { rules: Arc::new(rules), audit: None })
+    }
+
+    /// Record every denial in `audit` (a `policy_denied` event).
+    pub fn with_audit(mut self, audit: estate_audit::AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// Load a TOML policy file.
@@ -141,13 +154,23 @@ pub async fn enforce(State(policy): State<EastWestPolicy>, request: Request, nex
         return next.run(request).await;
     }
     tracing::warn!(
-        target: "audit",
-        event = "policy_denied",
         peer = peer.as_ref().map_or("-", |Peer(id)| id.as_str()),
         method = %request.method(),
         path = request.uri().path(),
         "east-west call refused by policy"
     );
+    if let Some(audit) = &policy.audit {
+        let mut event =
+            estate_audit::AuditEvent::new(estate_audit::Action::PolicyDenied, estate_audit::Outcome::Failure)
+                .reason(if peer.is_some() { "route_not_allowed_for_workload" } else { "no_workload_identity" })
+                .source(request.extensions().get::<ConnectionInfo>().map(|c| c.remote_addr.ip()));
+        if let Some(Peer(id)) = &peer
+            && let Ok(peer) = estate_audit::Identifier::new(id.as_str())
+        {
+            event = event.peer(peer);
+        }
+        audit.emit(event);
+    }
     let grpc = request
         .headers()
         .get(header::CONTENT_TYPE)

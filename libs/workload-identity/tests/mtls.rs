@@ -166,3 +166,49 @@ async fn pc01_a_client_refuses_a_server_with_another_spiffe_id() {
     let confused = workload_client(&payment.pki, &order, id("inventory"));
     assert!(confused.get(url(&payment, "/v1/payments/42")).send().await.is_err());
 }
+
+/// PC-10: a refused east-west call is an audit event at the SIEM, naming the workload.
+#[tokio::test]
+async fn pc10_a_policy_denial_reaches_the_siem_with_the_callers_identity() {
+    use estate_testkit::{SiemAuth, TestSiem};
+    let siem = TestSiem::start(SiemAuth::ServerOnly).await.unwrap();
+    let audit = estate_audit::AuditLog::new(
+        "payment",
+        false,
+        Some(estate_audit::SiemTarget {
+            address: format!("127.0.0.1:{}", siem.port()),
+            server_name: "localhost".into(),
+            ca_pem: siem.ca_pem(),
+            buffer: 100,
+            spool_dir: None,
+        }),
+    )
+    .unwrap();
+    let pki = TestPki::new("estate").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = estate_testkit::kit::config::<NoServiceSettings>(&pki, dir.path()).unwrap();
+    let spec = LeafSpec { dns: vec!["localhost".into()], ..LeafSpec::spiffe(id("payment").as_str()) };
+    let api_tls = server_config(svid(&pki.issue(&spec).unwrap()), &[pki.ca_der()]).unwrap();
+    let policy = EastWestPolicy::from_toml(POLICY).unwrap().with_audit(audit);
+    let router =
+        Router::new().route("/v1/payments/{id}", get(|| async { "ok" })).layer(from_fn_with_state(policy, enforce));
+    let server =
+        Server::bind_with_api_tls("payment", &config, router, Readiness::default(), Some(ServerTls::new(api_tls)))
+            .await
+            .unwrap();
+    let port = server.api_addr().port();
+    tokio::spawn(server.run_until(std::future::pending()));
+
+    let inventory = pki.issue(&LeafSpec::spiffe(id("inventory").as_str())).unwrap();
+    let response = workload_client(&pki, &inventory, id("payment"))
+        .get(format!("https://localhost:{port}/v1/payments/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let events = siem.wait_for_events(1, Duration::from_secs(30)).await.unwrap();
+    let record = events[0].msg_json().unwrap();
+    assert_eq!(record["event"]["action"], "policy_denied");
+    assert_eq!(record["estate"]["peer"], id("inventory").as_str());
+    assert_eq!(record["event"]["reason"], "route_not_allowed_for_workload");
+}

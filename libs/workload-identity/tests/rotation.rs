@@ -174,7 +174,7 @@ async fn certificates_and_database_credentials_rotate_under_traffic_with_zero_fa
     testing::database(&admin, &bao, &pg, &[("payment", "payments")], Duration::from_secs(6)).await.unwrap();
     let base = pg.admin_options().username("nobody").password("nothing");
     let pool =
-        estate_secrets::database::leased_pool(payment.clone(), "database", "payment-app", base, 4).await.unwrap();
+        estate_secrets::database::leased_pool(payment.clone(), "database", "payment-app", base, 4, None).await.unwrap();
 
     // Both identities from OpenBao, 4 s certificates renewing at two thirds.
     let ttl = Duration::from_secs(4);

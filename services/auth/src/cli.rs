@@ -52,7 +52,12 @@ fn run_inner(args: &[String]) -> anyhow::Result<String> {
         let openbao_settings = config.service.openbao.as_ref().context("service.openbao is not configured")?;
         let store = config.service.key_store.as_ref().context("service.key_store is not configured")?;
         let openbao = estate_secrets::OpenBao::login(openbao_settings).await.context("openbao login")?;
-        let step = crate::key_store::rotate(&openbao, store, crate::grants::unix_now()).await?;
+        // An operator action: recorded like any other (admin_action-level evidence).
+        let audit = estate_service_kit::audit_log("auth", &config.audit)?;
+        let step = crate::key_store::rotate(&openbao, store, crate::grants::unix_now(), Some(&audit)).await?;
+        if !audit.flush(std::time::Duration::from_secs(10)).await {
+            let _ = writeln!(std::io::stderr(), "auth: warning: the audit event may not have reached the SIEM");
+        }
         // Leave no token behind.
         let _ = openbao.revoke_self().await;
         Ok(format!("signing keys: {step:?}"))

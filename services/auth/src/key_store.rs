@@ -201,13 +201,30 @@ pub async fn save(openbao: &OpenBao, settings: &KeyStoreSettings, set: &KeySet) 
 }
 
 /// One rotation step, as the operator command runs it.
-pub async fn rotate(openbao: &OpenBao, settings: &KeyStoreSettings, now: i64) -> Result<RotationStep, KeyStoreError> {
+pub async fn rotate(
+    openbao: &OpenBao,
+    settings: &KeyStoreSettings,
+    now: i64,
+    audit: Option<&estate_audit::AuditLog>,
+) -> Result<RotationStep, KeyStoreError> {
     let mut set = load(openbao, settings).await?;
     let step = set.advance(now, settings)?;
     if !matches!(step, RotationStep::Waiting(_)) {
         save(openbao, settings, &set).await?;
     }
-    tracing::info!(target: "audit", event = "key_rotated", step = ?step, "signing key rotation step");
+    tracing::info!(step = ?step, "signing key rotation step");
+    if let (Some(audit), false) = (audit, matches!(step, RotationStep::Waiting(_))) {
+        let reason = match step {
+            RotationStep::Initialised => "initialised",
+            RotationStep::Published => "next_key_published",
+            RotationStep::Activated => "next_key_activated",
+            RotationStep::Waiting(_) => "waiting",
+        };
+        audit.emit(
+            estate_audit::AuditEvent::new(estate_audit::Action::KeyRotated, estate_audit::Outcome::Success)
+                .reason(reason),
+        );
+    }
     Ok(step)
 }
 

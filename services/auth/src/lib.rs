@@ -159,7 +159,7 @@ async fn build_state(
         bail!("the authorization_code and refresh_token grants need service.database");
     }
     let store = Arc::new(match &settings.database {
-        Some(database) => Store::connect(database, openbao.as_ref()).await.context("database")?,
+        Some(database) => Store::connect(database, openbao.as_ref(), &audit).await.context("database")?,
         None => Store::Memory(std::sync::Mutex::default()),
     });
     spawn_purger(&store);

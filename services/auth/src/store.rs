@@ -207,6 +207,7 @@ impl Store {
     pub async fn connect(
         settings: &DatabaseSettings,
         openbao: Option<&estate_secrets::OpenBao>,
+        audit: &estate_audit::AuditLog,
     ) -> anyhow::Result<Self> {
         use secrecy::ExposeSecret;
         let base = settings.base_options()?;
@@ -214,8 +215,16 @@ impl Store {
             DatabaseLogin::Openbao { mount, role } => {
                 let openbao =
                     openbao.ok_or_else(|| anyhow::anyhow!("database login from OpenBao needs service.openbao"))?;
-                estate_secrets::database::leased_pool(openbao.clone(), mount, role, base, settings.max_connections)
-                    .await?
+                let audit = Some(audit.clone());
+                estate_secrets::database::leased_pool(
+                    openbao.clone(),
+                    mount,
+                    role,
+                    base,
+                    settings.max_connections,
+                    audit,
+                )
+                .await?
             }
             DatabaseLogin::Password { user, password } => {
                 let password = estate_secrets::resolve(password, openbao).await?;

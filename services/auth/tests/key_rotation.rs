@@ -70,7 +70,7 @@ async fn pc12_signing_key_rotation_without_restart_and_retirement_from_the_jwks(
     };
     // Initialise the key set with the service's own identity, as `auth keys rotate` does.
     let service = testing::login(&bao, &creds).await.unwrap();
-    let step = estate_auth::key_store::rotate(&service, &store, estate_testkit::idp::now()).await.unwrap();
+    let step = estate_auth::key_store::rotate(&service, &store, estate_testkit::idp::now(), None).await.unwrap();
     assert_eq!(step, RotationStep::Initialised);
 
     let extra =

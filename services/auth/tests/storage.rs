@@ -137,6 +137,15 @@ async fn pc05_the_auth_service_runs_on_database_credentials_leased_from_openbao(
     testing::database(&admin, &bao, &pg, &[("auth", "auth")], std::time::Duration::from_secs(3600)).await.unwrap();
     let files = tempfile::tempdir().unwrap();
     let openbao_toml = testing::openbao_section(files.path(), &bao, &credentials[0]).unwrap();
+    // PC-10: the lease is an audit event at the SIEM.
+    let siem = estate_testkit::TestSiem::start(estate_testkit::SiemAuth::ServerOnly).await.unwrap();
+    let siem_ca = files.path().join("siem-ca.pem");
+    std::fs::write(&siem_ca, siem.ca_pem()).unwrap();
+    let openbao_toml = format!(
+        "{openbao_toml}\n[audit.siem]\naddress = \"127.0.0.1:{}\"\nserver_name = \"localhost\"\nca_file = \"{}\"\n",
+        siem.port(),
+        siem_ca.display()
+    );
 
     let auth = TestAuth::start_with_openbao_database(&pg, &openbao_toml).await;
     // The database path works: an assertion is accepted once, its replay refused.
@@ -151,6 +160,13 @@ async fn pc05_the_auth_service_runs_on_database_credentials_leased_from_openbao(
     .await
     .unwrap();
     assert!(!logins.is_empty(), "no OpenBao-generated login connected");
+    let events = siem.wait_for_events(1, std::time::Duration::from_secs(30)).await.unwrap();
+    let leased = events
+        .iter()
+        .filter_map(|e| e.msg_json())
+        .find(|r| r["event"]["action"] == "secret_leased")
+        .expect("a secret_leased event");
+    assert!(leased["estate"]["jti"].as_str().is_some_and(|l| l.starts_with("database/creds/auth-app/")));
 }
 
 #[tokio::test]
