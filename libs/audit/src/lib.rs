@@ -21,6 +21,21 @@ pub use sink::{SiemTarget, SinkCounters};
 
 use chain::ChainState;
 
+tokio::task_local! {
+    static TRACE_ID: TraceId;
+}
+
+/// Run `future` with `trace_id` as its trace: events emitted inside it carry
+/// that `trace.id` unless they set their own. The service kit's request
+/// middleware does this for every request.
+pub async fn with_trace_id<F: std::future::Future>(trace_id: TraceId, future: F) -> F::Output {
+    TRACE_ID.scope(trace_id, future).await
+}
+
+fn current_trace_id() -> Option<TraceId> {
+    TRACE_ID.try_with(Clone::clone).ok()
+}
+
 /// Audit setup failures.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -68,8 +83,12 @@ impl AuditLog {
         })
     }
 
-    /// Record `event`.
-    pub fn emit(&self, event: AuditEvent) {
+    /// Record `event`. Without an explicit trace id it gets the one of the
+    /// request being served ([`with_trace_id`]), if any.
+    pub fn emit(&self, mut event: AuditEvent) {
+        if event.trace_id.is_none() {
+            event.trace_id = current_trace_id();
+        }
         // Losses first, so the chain shows them where they happened.
         let dropped = self.inner.counters.dropped.load(Ordering::SeqCst);
         let reported = self.inner.reported_dropped.swap(dropped, Ordering::SeqCst);

@@ -108,7 +108,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     );
     request.extensions_mut().insert(RequestContext { request_id: request_id.clone(), trace });
 
-    async move {
+    let handled = async move {
         let mut response = next.run(request).await;
         let status = response.status();
         if status.is_server_error() {
@@ -120,9 +120,10 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
             response.headers_mut().insert(X_REQUEST_ID.clone(), value);
         }
         response
-    }
-    .instrument(span)
-    .await
+    };
+    // The trace is also the task's current trace, so outbound clients
+    // (`telemetry::outbound_trace_headers`, `PropagateTraceLayer`) continue it.
+    crate::telemetry::with_trace(trace, handled.instrument(span)).await
 }
 
 /// The response headers every API response carries unless a handler set its

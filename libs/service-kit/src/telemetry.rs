@@ -8,6 +8,9 @@
 //! tokens are never recorded (CONVENTIONS §9).
 
 use std::fmt;
+use std::future::Future;
+
+use http::{HeaderMap, HeaderValue};
 
 use rand::Rng;
 use tracing_subscriber::EnvFilter;
@@ -95,6 +98,81 @@ impl fmt::Debug for TraceParent {
     }
 }
 
+tokio::task_local! {
+    static CURRENT: TraceParent;
+}
+
+/// Run `future` with `trace` as the current trace context: outbound calls made
+/// inside it (by [`outbound_trace_headers`] or a [`PropagateTraceLayer`]
+/// client) continue this trace. The request middleware does this for every
+/// request; code that spawns tasks wraps them itself (task-locals do not
+/// follow `tokio::spawn`).
+pub async fn with_trace<F: Future>(trace: TraceParent, future: F) -> F::Output {
+    // Audit events emitted inside carry the same `trace.id` as the logs.
+    match estate_audit::TraceId::new(&trace.trace_id()) {
+        Some(id) => CURRENT.scope(trace, estate_audit::with_trace_id(id, future)).await,
+        None => CURRENT.scope(trace, future).await,
+    }
+}
+
+/// The trace context of the request this task is serving, if any.
+pub fn current_trace() -> Option<TraceParent> {
+    CURRENT.try_with(|t| *t).ok()
+}
+
+/// Headers for an outbound call made while serving a request: `traceparent`
+/// with the current trace and a new span id; empty outside a request. For
+/// reqwest: `client.get(url).headers(outbound_trace_headers())`.
+pub fn outbound_trace_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(value) = current_trace().and_then(|t| HeaderValue::from_str(&t.child().to_string()).ok()) {
+        headers.insert(crate::middleware::TRACEPARENT.clone(), value);
+    }
+    headers
+}
+
+/// A tower layer for HTTP clients (a tonic `Channel`, a hyper client) that
+/// adds the current `traceparent` to every request that does not carry one:
+/// `ServiceBuilder::new().layer(PropagateTraceLayer).service(channel)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PropagateTraceLayer;
+
+impl<S> tower::Layer<S> for PropagateTraceLayer {
+    type Service = PropagateTrace<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        PropagateTrace { inner }
+    }
+}
+
+/// The service made by [`PropagateTraceLayer`].
+#[derive(Debug, Clone)]
+pub struct PropagateTrace<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for PropagateTrace<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The header is read here, synchronously, inside the caller's task.
+        for (name, value) in &outbound_trace_headers() {
+            if !request.headers().contains_key(name) {
+                request.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        self.inner.call(request)
+    }
+}
+
 fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     // W3C requires lowercase hex of exactly the right length.
     if s.len() != N * 2 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
@@ -129,6 +207,32 @@ mod tests {
         let child = root.child();
         assert_eq!(root.trace_id(), child.trace_id());
         assert_ne!(root.span_id(), child.span_id());
+    }
+
+    #[tokio::test]
+    async fn the_layer_adds_the_current_trace_to_outbound_requests_and_nothing_outside_a_request() {
+        use tower::{Layer, ServiceExt};
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let client = PropagateTraceLayer.layer(tower::service_fn(move |req: http::Request<()>| {
+            let value = req.headers().get("traceparent").map(|v| v.to_str().unwrap_or_default().to_owned());
+            record.lock().map(|mut s| s.push(value)).ok();
+            async { Ok::<_, std::convert::Infallible>(()) }
+        }));
+        let trace = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+
+        with_trace(trace, client.clone().oneshot(http::Request::new(()))).await.unwrap();
+        client.clone().oneshot(http::Request::new(())).await.unwrap();
+        let explicit = "00-11111111111111111111111111111111-2222222222222222-01";
+        let request = http::Request::builder().header("traceparent", explicit).body(()).unwrap();
+        with_trace(trace, client.oneshot(request)).await.unwrap();
+
+        let seen = seen.lock().unwrap().clone();
+        let inside = TraceParent::parse(seen[0].as_deref().unwrap()).unwrap();
+        assert_eq!(inside.trace_id(), trace.trace_id(), "same trace");
+        assert_ne!(inside.span_id(), trace.span_id(), "new span for the outbound hop");
+        assert_eq!(seen[1], None, "no trace outside a request");
+        assert_eq!(seen[2].as_deref(), Some(explicit), "an explicit header is kept");
     }
 
     #[test]

@@ -1,18 +1,18 @@
 //! One request through two services shares one trace id in both services'
 //! JSON logs: service A continues the caller's `traceparent` and passes a
-//! child of it to service B.
+//! child of it to service B, from the task's current trace (no context
+//! threaded through the handler).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed step should panic the test")]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::Extension;
 use axum::routing::get;
 use axum::{Router, extract::State};
 use estate_service_kit::Server;
 use estate_service_kit::config::NoServiceSettings;
 use estate_service_kit::management::Readiness;
-use estate_service_kit::middleware::RequestContext;
+use estate_service_kit::telemetry::outbound_trace_headers;
 use estate_testkit::TestPki;
 use serde_json::Value;
 
@@ -61,19 +61,15 @@ async fn one_request_through_two_services_shares_one_trace_id_in_both_logs() {
     // Service A: calls B, propagating the trace.
     std::fs::create_dir_all(dir.path().join("a")).unwrap();
     let a_config = estate_testkit::kit::config::<NoServiceSettings>(&pki, &dir.path().join("a")).unwrap();
-    let a_router =
-        Router::new()
-            .route(
-                "/a",
-                get(
-                    |State((http, url)): State<(reqwest::Client, String)>,
-                     Extension(ctx): Extension<RequestContext>| async move {
-                        let (name, value) = ctx.outbound_traceparent();
-                        http.get(url).header(name, value).send().await.unwrap().text().await.unwrap()
-                    },
-                ),
-            )
-            .with_state((client.clone(), b_url));
+    let a_router = Router::new()
+        .route(
+            "/a",
+            get(|State((http, url)): State<(reqwest::Client, String)>| async move {
+                // No explicit context passing: the handler's task carries the trace.
+                http.get(url).headers(outbound_trace_headers()).send().await.unwrap().text().await.unwrap()
+            }),
+        )
+        .with_state((client.clone(), b_url));
     let a = Server::bind("service-a", &a_config, a_router, Readiness::default()).await.unwrap();
     let a_url = format!("https://localhost:{}/a", a.api_addr().port());
     tokio::spawn(a.run_until(std::future::pending()));

@@ -89,9 +89,17 @@ scopes = ["payments:authorize"]
     let (_, reader_token) =
         post("/token", ("inventory-reader", reader.clone()), vec![("grant_type", "client_credentials".into())]).await;
     let reader_token = reader_token["access_token"].as_str().unwrap().to_owned();
-    let (status, _) =
-        post("/token", ("inventory-reader", wrong.clone()), vec![("grant_type", "client_credentials".into())]).await;
-    assert_eq!(status, 401);
+    // The failure arrives with a caller's trace: the audit event must carry it.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = http
+        .post(url("/token"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .basic_auth("inventory-reader", Some(wrong.clone()))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
     let (_, subject) =
         post("/token", ("alice-app", alice.clone()), vec![("grant_type", "client_credentials".into())]).await;
     let subject = subject["access_token"].as_str().unwrap().to_owned();
@@ -121,6 +129,7 @@ scopes = ["payments:authorize"]
     assert_eq!(failed["estate"]["client_id"], "inventory-reader");
     assert_eq!(failed["event"]["reason"], "invalid_client");
     assert!(failed["source"]["ip"].as_str().is_some());
+    assert_eq!(failed["trace"]["id"], trace_id, "the audit event joins the request's trace");
     let exchange = records.iter().find(|r| r["event"]["action"] == "token_exchanged").unwrap();
     assert_eq!(exchange["user"]["id"], "alice-app");
     assert_eq!(exchange["estate"]["client_id"], "order-svc");
