@@ -81,7 +81,16 @@ async fn pc12_signing_key_rotation_without_restart_and_retirement_from_the_jwks(
     assert_eq!(jwks_kids(&auth).await, std::slice::from_ref(&old_kid));
 
     // Step 1: publish. The new key appears in the JWKS but does not sign yet.
-    assert!(rotate_with_the_binary(&auth).contains("Published"));
+    let published = rotate_with_the_binary(&auth);
+    assert!(published.contains("Published"));
+    // PC-10: the operator action is an audit event (stdout sink of the command).
+    let event = published
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["event"]["action"] == "key_rotated")
+        .unwrap_or_else(|| panic!("no key_rotated event in {published}"));
+    assert_eq!(event["event"]["reason"], "next_key_published");
+    assert_eq!(event["service"]["name"], "auth");
     eventually("the next key is published", || async { jwks_kids(&auth).await.len() == 2 }).await;
     assert_eq!(kid(&new_token(&auth).await), old_kid, "a published key does not sign yet");
 
