@@ -41,6 +41,50 @@ pub struct SiemTarget {
     /// Keep undelivered records on disk here, so a crash during an outage
     /// loses nothing (see [`crate::spool`]). `None`: memory only.
     pub spool_dir: Option<std::path::PathBuf>,
+    /// The client certificate for mutual TLS, when the SIEM requires one:
+    /// [`client_cert_from_pem`] for fixed files, or a rotating workload
+    /// identity (each new connection asks the resolver again).
+    pub client_cert: Option<Arc<dyn rustls::client::ResolvesClientCert>>,
+}
+
+/// Always the same certificate and key.
+#[derive(Debug)]
+struct StaticClientCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for StaticClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A client certificate for [`SiemTarget::client_cert`] from a PEM chain
+/// (leaf first) and a PEM private key.
+pub fn client_cert_from_pem(
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<dyn rustls::client::ResolvesClientCert>, crate::AuditError> {
+    use rustls_pki_types::pem::PemObject;
+    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| crate::AuditError::Config(format!("client certificate: {e}")))?;
+    if chain.is_empty() {
+        return Err(crate::AuditError::Config("client certificate: no certificate in the PEM".into()));
+    }
+    // Never echo key material: the error names the problem, not the content.
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|_| crate::AuditError::Config("client key: not a PEM private key".into()))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| crate::AuditError::Config(format!("client certificate and key: {e}")))?;
+    Ok(Arc::new(StaticClientCert(Arc::new(certified))))
 }
 
 /// Counters shared with the log handle.
@@ -67,8 +111,11 @@ pub(crate) fn spawn(
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| crate::AuditError::Config(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match &target.client_cert {
+        Some(resolver) => config.with_client_cert_resolver(resolver.clone()),
+        None => config.with_no_client_auth(),
+    };
     let connector = TlsConnector::from(Arc::new(config));
     let server_name =
         ServerName::try_from(target.server_name.clone()).map_err(|e| crate::AuditError::Config(e.to_string()))?;

@@ -7,18 +7,23 @@ use std::time::Duration;
 use estate_audit::{Action, AuditEvent, AuditLog, Identifier, Outcome, SiemTarget, TraceId, chain};
 use estate_testkit::{SiemAuth, TestSiem};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn log_for(siem: &TestSiem, buffer: usize) -> AuditLog {
-    let target = SiemTarget {
+    AuditLog::new("order", false, Some(target_for(siem, buffer))).unwrap()
+}
+
+fn target_for(siem: &TestSiem, buffer: usize) -> SiemTarget {
+    SiemTarget {
         address: format!("127.0.0.1:{}", siem.port()),
         server_name: "localhost".into(),
         ca_pem: siem.ca_pem(),
         buffer,
         spool_dir: None,
-    };
-    AuditLog::new("order", false, Some(target)).unwrap()
+        client_cert: None,
+    }
 }
 
 fn id(value: &str) -> Identifier {
@@ -99,6 +104,65 @@ async fn pc10_auth_failures_denials_and_admin_actions_arrive_as_structured_event
 
     let lines: Vec<&str> = events.iter().map(|e| e.msg.as_str()).collect();
     assert_eq!(chain::verify(lines).unwrap().records, 3);
+}
+
+#[tokio::test]
+async fn pc10_a_siem_requiring_mutual_tls_gets_events_only_from_certified_clients() {
+    let siem = TestSiem::start(SiemAuth::Mutual).await.unwrap();
+
+    // Attack: a client without a certificate is cut off during the handshake;
+    // what it wrote is never recorded.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(siem.pki().ca_der()).unwrap();
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", siem.port())).await.unwrap();
+    let server_name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls =
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(server_name, tcp).await.unwrap();
+    let forged = "<86>1 2026-12-04T00:00:00Z host estate-order - AUDIT - {\"forged\":true}";
+    let _ = tls.write_all(format!("{} {forged}", forged.len()).as_bytes()).await;
+    let _ = tls.flush().await;
+    let mut buf = [0u8; 64];
+    // Bounded, not a sleep: the receiver must close the connection by itself.
+    let read = tokio::time::timeout(WAIT, tls.read(&mut buf)).await.expect("the receiver kept an uncertified client");
+    assert!(matches!(read, Ok(0) | Err(_)), "the receiver answered an uncertified client: {read:?}");
+
+    // A sink without a certificate gets nothing through either.
+    let uncertified = log_for(&siem, 100);
+    uncertified.emit(denied(1));
+
+    // Legitimate: with the client certificate the events arrive.
+    let leaf = siem.client_leaf("spiffe://estate.local/ns/estate/sa/order").unwrap();
+    let target = SiemTarget {
+        client_cert: Some(estate_audit::sink::client_cert_from_pem(leaf.cert_pem(), leaf.key_pem()).unwrap()),
+        ..target_for(&siem, 100)
+    };
+    let certified = AuditLog::new("order", false, Some(target)).unwrap();
+    certified.emit(denied(2));
+    let records = wait_unique(&siem, 1).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["estate"]["count"], 2, "only the certified client's event");
+    assert!(siem.events().unwrap().iter().all(|e| !e.msg.contains("forged")));
+}
+
+#[tokio::test]
+async fn a_client_key_that_is_not_pem_is_refused_without_echoing_it() {
+    let err = estate_audit::sink::client_cert_from_pem("", "not a key").err().unwrap().to_string();
+    assert!(!err.contains("not a key"));
+    let leaf = estate_testkit::TestPki::new("k").unwrap().localhost_server().unwrap();
+    let err = estate_audit::sink::client_cert_from_pem(
+        leaf.cert_pem(),
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(!err.contains("c2VjcmV0"), "{err}");
 }
 
 #[tokio::test]
@@ -200,6 +264,7 @@ async fn pc10_records_spooled_during_an_outage_survive_a_crash() {
         ca_pem: siem.ca_pem(),
         buffer: 1000,
         spool_dir: Some(spool.path().to_path_buf()),
+        client_cert: None,
     };
     siem.stop();
 

@@ -122,6 +122,14 @@ pub struct SiemConfig {
     /// Keep undelivered records on disk here (survives a crash during an outage).
     #[serde(default)]
     pub spool_dir: Option<PathBuf>,
+    /// Client certificate (PEM chain, leaf first) for a SIEM that requires
+    /// mutual TLS; with `key_file`. Read at start: a rotated file takes
+    /// effect on restart (a workload identity passed in code rotates live).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 fn default_siem_buffer() -> usize {

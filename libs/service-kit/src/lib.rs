@@ -45,6 +45,16 @@ pub fn audit_log(service: &str, config: &AuditConfig) -> anyhow::Result<estate_a
                 .map_err(|e| anyhow::anyhow!("audit.siem.ca_file {}: {e}", siem.ca_file.display()))?,
             buffer: siem.buffer,
             spool_dir: siem.spool_dir.clone(),
+            client_cert: match (&siem.cert_file, &siem.key_file) {
+                (Some(cert), Some(key)) => Some(estate_audit::sink::client_cert_from_pem(
+                    &std::fs::read_to_string(cert)
+                        .map_err(|e| anyhow::anyhow!("audit.siem.cert_file {}: {e}", cert.display()))?,
+                    &std::fs::read_to_string(key)
+                        .map_err(|e| anyhow::anyhow!("audit.siem.key_file {}: {e}", key.display()))?,
+                )?),
+                (None, None) => None,
+                _ => anyhow::bail!("audit.siem: cert_file and key_file go together"),
+            },
         }),
         None => None,
     };
@@ -122,5 +132,28 @@ pub async fn shutdown_signal() {
             tracing::warn!(%error, "cannot listen for SIGTERM; stopping on Ctrl-C only");
             let _ = ctrl_c.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_siem_client_certificate_without_its_key_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, estate_testkit::TestPki::new("siem").unwrap().ca_pem()).unwrap();
+        let siem = config::SiemConfig {
+            address: "127.0.0.1:1".into(),
+            server_name: "localhost".into(),
+            ca_file: ca,
+            buffer: 10,
+            spool_dir: None,
+            cert_file: Some(dir.path().join("client.pem")),
+            key_file: None,
+        };
+        let err = audit_log("order", &AuditConfig { stdout: false, siem: Some(siem) }).err().unwrap();
+        assert!(err.to_string().contains("cert_file and key_file go together"), "{err}");
     }
 }

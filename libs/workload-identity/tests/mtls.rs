@@ -181,6 +181,7 @@ async fn pc10_a_policy_denial_reaches_the_siem_with_the_callers_identity() {
             ca_pem: siem.ca_pem(),
             buffer: 100,
             spool_dir: None,
+            client_cert: None,
         }),
     )
     .unwrap();
