@@ -69,6 +69,12 @@ impl ChainState {
         if let Some(jti) = &event.jti {
             estate["jti"] = json!(jti);
         }
+        if let Some(lease_id) = &event.lease_id {
+            estate["lease_id"] = json!(lease_id);
+        }
+        if let Some(key_id) = &event.key_id {
+            estate["key_id"] = json!(key_id);
+        }
         if let Some(count) = event.count {
             estate["count"] = json!(count);
         }

@@ -164,6 +164,8 @@ pub struct AuditEvent {
     pub(crate) client_id: Option<Identifier>,
     pub(crate) peer: Option<Identifier>,
     pub(crate) jti: Option<Identifier>,
+    pub(crate) lease_id: Option<Identifier>,
+    pub(crate) key_id: Option<Identifier>,
     pub(crate) source_ip: Option<IpAddr>,
     pub(crate) trace_id: Option<TraceId>,
     pub(crate) count: Option<u64>,
@@ -181,6 +183,8 @@ impl AuditEvent {
             client_id: None,
             peer: None,
             jti: None,
+            lease_id: None,
+            key_id: None,
             source_ip: None,
             trace_id: None,
             count: None,
@@ -209,6 +213,17 @@ impl AuditEvent {
     /// The token's `jti` (never the token).
     pub fn jti(mut self, jti: Identifier) -> Self {
         self.jti = Some(jti);
+        self
+    }
+    /// A secret lease (e.g. an OpenBao lease id: names the lease, never the
+    /// credential it carries). Left out if not a valid [`Identifier`].
+    pub fn lease_id(mut self, value: &str) -> Self {
+        self.lease_id = Identifier::new(value).ok();
+        self
+    }
+    /// A signing key's `kid` (left out if invalid).
+    pub fn key_id(mut self, value: &str) -> Self {
+        self.key_id = Identifier::new(value).ok();
         self
     }
     /// Where the request came from.

@@ -170,7 +170,7 @@ fn record(audit: Option<&estate_audit::AuditLog>, action: estate_audit::Action, 
         audit.emit(
             estate_audit::AuditEvent::new(action, estate_audit::Outcome::Success)
                 .reason("database_credentials")
-                .token_id(lease_id),
+                .lease_id(lease_id),
         );
     }
 }

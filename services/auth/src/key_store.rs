@@ -220,9 +220,20 @@ pub async fn rotate(
             RotationStep::Activated => "next_key_activated",
             RotationStep::Waiting(_) => "waiting",
         };
+        // The key the step is about: the newly published one, or the one now signing.
+        let state =
+            if step == RotationStep::Published { KeyState::Next { published_at: now } } else { KeyState::Active };
+        let kid = set
+            .keys
+            .iter()
+            .find(|k| k.state == state)
+            .and_then(|k| SigningKey::from_pem(k.pem.as_bytes()).ok())
+            .map(|k| k.kid().to_owned())
+            .unwrap_or_default();
         audit.emit(
             estate_audit::AuditEvent::new(estate_audit::Action::KeyRotated, estate_audit::Outcome::Success)
-                .reason(reason),
+                .reason(reason)
+                .key_id(&kid),
         );
     }
     Ok(step)

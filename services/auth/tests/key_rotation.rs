@@ -91,12 +91,15 @@ async fn pc12_signing_key_rotation_without_restart_and_retirement_from_the_jwks(
         .unwrap_or_else(|| panic!("no key_rotated event in {published}"));
     assert_eq!(event["event"]["reason"], "next_key_published");
     assert_eq!(event["service"]["name"], "auth");
+    let published_kid = event["estate"]["key_id"].as_str().expect("the event names the key").to_owned();
+    assert_ne!(published_kid, old_kid, "the event names the new key");
     eventually("the next key is published", || async { jwks_kids(&auth).await.len() == 2 }).await;
     assert_eq!(kid(&new_token(&auth).await), old_kid, "a published key does not sign yet");
 
     // Step 2: activate. New tokens use the new key; old tokens still verify.
     assert!(rotate_with_the_binary(&auth).contains("Activated"));
     eventually("tokens are signed with the new key", || async { kid(&new_token(&auth).await) != old_kid }).await;
+    assert_eq!(kid(&new_token(&auth).await), published_kid, "the audited key is the one that signs now");
     auth.verifier("inventory-api").await.verify(&before).await.expect("old token verifies while its key retires");
 
     // Retirement: once the old key's time is up it leaves the JWKS, and its tokens are refused.

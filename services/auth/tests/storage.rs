@@ -166,7 +166,7 @@ async fn pc05_the_auth_service_runs_on_database_credentials_leased_from_openbao(
         .filter_map(|e| e.msg_json())
         .find(|r| r["event"]["action"] == "secret_leased")
         .expect("a secret_leased event");
-    assert!(leased["estate"]["jti"].as_str().is_some_and(|l| l.starts_with("database/creds/auth-app/")));
+    assert!(leased["estate"]["lease_id"].as_str().is_some_and(|l| l.starts_with("database/creds/auth-app/")));
 }
 
 #[tokio::test]
