@@ -70,6 +70,13 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(identity);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // No session resumption: a resumed TLS 1.3 session carries the client
+    // certificate of its first handshake, so a workload whose SVID was rotated
+    // away (or revoked) could go on being that identity for the ticket's
+    // lifetime. Every east-west connection proves a current certificate; the
+    // cost is one full handshake per connection, amortised by HTTP/2 reuse.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
@@ -89,6 +96,8 @@ pub fn client_config(
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(identity);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Nor on the client side: a resumed session skips the server's SPIFFE ID check.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
 

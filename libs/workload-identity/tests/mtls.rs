@@ -136,6 +136,78 @@ async fn pc01_grpc_calls_from_a_disallowed_workload_get_permission_denied() {
     assert!(allowed.headers().get("grpc-status").is_none());
 }
 
+/// One HTTP/1.1 GET over a fresh TLS connection; how the handshake went and the status line.
+async fn get_over(tls: Arc<rustls::ClientConfig>, port: u16) -> (Option<rustls::HandshakeKind>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.unwrap();
+    stream.write_all(b"GET /v1/payments/42 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    // Reading the whole response also takes in any session tickets the server sent.
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let kind = stream.get_ref().1.handshake_kind();
+    (kind, String::from_utf8_lossy(&response).lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn pc01_east_west_sessions_are_never_resumed_so_every_connection_shows_a_current_certificate() {
+    let payment = payment().await;
+    let order = payment.pki.issue(&LeafSpec::spiffe(id("order").as_str())).unwrap();
+    // A client that *wants* to resume (as an attacker holding a ticket from
+    // before its certificate was revoked or rotated would).
+    let mut tls = client_config(svid(&order), &[payment.pki.ca_der()], id("payment")).unwrap();
+    tls.resumption = rustls::client::Resumption::in_memory_sessions(16);
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = Arc::new(tls);
+
+    let (first, status) = get_over(tls.clone(), payment.port).await;
+    assert_eq!(first, Some(rustls::HandshakeKind::Full));
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let (second, status) = get_over(tls, payment.port).await;
+    assert_eq!(
+        second,
+        Some(rustls::HandshakeKind::Full),
+        "the server resumed a session instead of checking the certificate"
+    );
+    assert_eq!(status, "HTTP/1.1 200 OK", "the legitimate call still works");
+}
+
+#[tokio::test]
+async fn pc01_a_workload_client_never_resumes_so_every_connection_checks_the_servers_spiffe_id() {
+    use tokio::io::AsyncWriteExt;
+    // A server that offers resumption (rustls' default session cache).
+    let pki = TestPki::new("estate").unwrap();
+    let spec = LeafSpec { dns: vec!["localhost".into()], ..LeafSpec::spiffe(id("payment").as_str()) };
+    let leaf = pki.issue(&spec).unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(leaf.chain().unwrap(), leaf.private_key().unwrap())
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(mut tls) = acceptor.accept(tcp).await {
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+                let _ = tls.shutdown().await;
+            }
+        }
+    });
+
+    let order = pki.issue(&LeafSpec::spiffe(id("order").as_str())).unwrap();
+    let mut tls = client_config(svid(&order), &[pki.ca_der()], id("payment")).unwrap();
+    tls.alpn_protocols.clear();
+    let tls = Arc::new(tls);
+    let (first, status) = get_over(tls.clone(), port).await;
+    assert_eq!((first, status.as_str()), (Some(rustls::HandshakeKind::Full), "HTTP/1.1 200 OK"));
+    let (second, _) = get_over(tls, port).await;
+    assert_eq!(second, Some(rustls::HandshakeKind::Full), "the client resumed instead of verifying the server again");
+}
+
 #[tokio::test]
 async fn pc01_plain_http_and_tls_without_a_client_certificate_are_refused() {
     let payment = payment().await;
