@@ -47,12 +47,41 @@ impl HttpMetrics {
     }
 }
 
+/// Audit delivery counters, read on each scrape from the service's
+/// [`estate_audit::AuditLog`] once one is attached.
+#[derive(Default)]
+struct AuditCollector(std::sync::OnceLock<estate_audit::AuditLog>);
+
+impl std::fmt::Debug for AuditCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditCollector").field("attached", &self.0.get().is_some()).finish()
+    }
+}
+
+impl prometheus_client::collector::Collector for AuditCollector {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let Some(log) = self.0.get() else { return Ok(()) };
+        let counters = log.counters();
+        for (name, help, value) in [
+            ("estate_audit_records_sent", "Audit records written to the SIEM (resends included)", &counters.sent),
+            ("estate_audit_records_dropped", "Audit records lost because the SIEM buffer was full", &counters.dropped),
+        ] {
+            let counter = ConstCounter::new(value.load(std::sync::atomic::Ordering::SeqCst));
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
 /// The registry of one service instance.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
     api: HttpMetrics,
     management: HttpMetrics,
+    audit: Arc<AuditCollector>,
 }
 
 impl Metrics {
@@ -65,7 +94,16 @@ impl Metrics {
         let management = HttpMetrics { listener: "management", ..api.clone() };
         registry.register("estate_http_requests", "HTTP requests handled", api.requests.clone());
         registry.register("estate_http_request_duration_seconds", "HTTP request handling time", api.duration.clone());
-        Self { registry: Arc::new(registry), api, management }
+        let audit = Arc::new(AuditCollector::default());
+        registry.register_collector(Box::new(audit.clone()));
+        Self { registry: Arc::new(registry), api, management, audit }
+    }
+
+    /// Export `log`'s delivery counters (`estate_audit_records_sent_total`,
+    /// `estate_audit_records_dropped_total` — alert on any increase of the
+    /// latter). The first log attached wins.
+    pub fn observe_audit(&self, log: &estate_audit::AuditLog) {
+        let _ = self.audit.0.set(log.clone());
     }
 
     /// Metrics recorder for the API listener.

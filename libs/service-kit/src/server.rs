@@ -50,6 +50,7 @@ pub struct Server {
     readiness: Readiness,
     tls: ServerTls,
     grace: std::time::Duration,
+    metrics: Metrics,
 }
 
 impl Server {
@@ -109,7 +110,13 @@ impl Server {
             readiness,
             tls: api_tls,
             grace: config.limits.shutdown_grace(),
+            metrics,
         })
+    }
+
+    /// Export the delivery counters of the service's audit log on `/metrics`.
+    pub fn observe_audit(&self, log: &estate_audit::AuditLog) {
+        self.metrics.observe_audit(log);
     }
 
     /// The bound API address (useful when the config said port 0).

@@ -64,10 +64,11 @@ impl Service for Application {
 
     async fn build(config: Config<Self::Settings>) -> anyhow::Result<Self> {
         let audit = estate_service_kit::audit_log(Self::NAME, &config.audit)?;
-        let (state, openbao) = build_state(&config.service, audit).await?;
+        let (state, openbao) = build_state(&config.service, audit.clone()).await?;
         // Ready means: the database answers (it holds users, codes, revocations).
         let readiness = Readiness::new(vec![Box::new(DatabaseReady(state.store.clone()))]);
         let server = Server::bind(Self::NAME, &config, endpoints::router(Arc::new(state)), readiness).await?;
+        server.observe_audit(&audit);
         Ok(Self { server, openbao })
     }
 
