@@ -1,12 +1,14 @@
 //! `cargo xtask …`: Estate's task runner.
 //!
 //! - `cargo xtask test`: install what is missing, then fmt, clippy, cargo-deny
-//!   (offline against the advisory snapshot when there is one) and every test.
+//!   (offline against the advisory snapshot when there is one), a check that
+//!   `docs/checklist.md` names only tests that exist, and every test.
 //! - `cargo xtask doctor`: list prerequisites, found or missing.
 //! - `cargo xtask prereqs`: install what is missing, nothing else.
 #![allow(clippy::print_stdout, reason = "a command-line tool talks on stdout")]
 
 mod deny;
+mod docs;
 mod prereqs;
 
 use std::path::{Path, PathBuf};
@@ -127,6 +129,7 @@ fn test(args: &[String]) -> Result<()> {
         ]))
     })?;
     step("cargo deny", &mut timings, deny::check)?;
+    step("checklist names real tests", &mut timings, || docs::check(&root()))?;
     step("tests", &mut timings, run_tests)?;
     println!("\n==> timings");
     for (name, seconds) in &timings {
