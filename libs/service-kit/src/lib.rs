@@ -16,6 +16,8 @@
 //! | `main` | [`run_main`] |
 
 pub mod config;
+#[cfg(feature = "dto")]
+pub mod dto;
 pub mod management;
 pub mod metrics;
 pub mod middleware;

@@ -30,8 +30,21 @@ pub struct Problem {
     status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
+    /// Extension member: which input fields failed which rule.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
     #[serde(skip)]
     headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+/// One invalid input field: its path (`lines[0].quantity`) and the rule it
+/// broke (`range`, `length` …) — both chosen in code, never the value sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Path of the field in the request body.
+    pub field: String,
+    /// The rule's code.
+    pub code: String,
 }
 
 impl Problem {
@@ -43,6 +56,7 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: None,
+            errors: Vec::new(),
             headers: Vec::new(),
         }
     }
@@ -55,6 +69,12 @@ impl Problem {
     /// Add a detail that is safe to show to the client.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    /// Add the fields that failed validation.
+    pub fn with_field_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
         self
     }
 
