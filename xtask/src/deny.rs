@@ -7,8 +7,10 @@
 //! so a second run copies nothing.
 //!
 //! Where the snapshot comes from: `$RUSTSEC_ADVISORY_DB`, else
-//! `../shared/advisory-db` beside the checkout. Without either, we run
-//! `cargo deny check` online (it fetches the live database).
+//! `../shared/advisory-db` beside the checkout. Without either, bans,
+//! licenses and sources are still checked offline, and advisories online when
+//! the live database is reachable — otherwise a loud warning says they were
+//! not checked (a machine with neither cannot know about new advisories).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,14 +32,32 @@ fn snapshot_source() -> Option<PathBuf> {
 
 pub(crate) fn check() -> Result<()> {
     let Some(source) = snapshot_source() else {
+        // Bans, licenses and sources need no database: always checked.
+        run(Command::new("cargo").args(["deny", "--offline", "check", "bans", "licenses", "sources"]))?;
+        if advisory_db_reachable() {
+            println!("no advisory snapshot (RUSTSEC_ADVISORY_DB or ../shared/advisory-db): checking advisories online");
+            return run(Command::new("cargo").args(["deny", "check", "advisories"]));
+        }
         println!(
-            "no advisory snapshot found (set RUSTSEC_ADVISORY_DB or provide ../shared/advisory-db): checking online"
+            "WARNING: advisories NOT checked — no snapshot (set RUSTSEC_ADVISORY_DB or provide \
+             ../shared/advisory-db) and https://github.com/rustsec/advisory-db is unreachable"
         );
-        return run(Command::new("cargo").args(["deny", "check"]));
+        return Ok(());
     };
     let db = root().join("target/advisory-dbs").join(DB_FOLDER);
     prepare(&source, &db)?;
     run(Command::new("cargo").args(["deny", "--offline", "check"]))
+}
+
+/// Whether the live advisory database can be fetched (a quick `git ls-remote`).
+fn advisory_db_reachable() -> bool {
+    Command::new("git")
+        .args(["ls-remote", "--heads", "https://github.com/rustsec/advisory-db", "main"])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn prepare(source: &Path, db: &Path) -> Result<()> {
