@@ -10,22 +10,10 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::routing::{get, post};
 use estate_egress::{EgressClient, EgressConfig, EgressError};
-use estate_service_kit::Server;
-use estate_service_kit::config::NoServiceSettings;
-use estate_service_kit::management::Readiness;
-use estate_testkit::TestPki;
+use estate_testkit::kit::TestServer;
 
 /// A "merchant" endpoint (a third party: a real HTTPS server on loopback).
-struct Merchant {
-    port: u16,
-    pki: TestPki,
-    _dir: tempfile::TempDir,
-}
-
-async fn merchant() -> Merchant {
-    let pki = TestPki::new("merchant").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = estate_testkit::kit::config::<NoServiceSettings>(&pki, dir.path()).unwrap();
+async fn merchant() -> TestServer {
     let router = Router::new()
         .route("/hook", post(|body: String| async move { format!("received {} bytes", body.len()) }))
         .route("/ok", get(|| async { "hello" }))
@@ -35,19 +23,16 @@ async fn merchant() -> Merchant {
         )
         .route("/big", get(|| async { "x".repeat(200 * 1024) }))
         .route("/slow", get(std::future::pending::<&'static str>));
-    let server = Server::bind("merchant", &config, router, Readiness::default()).await.unwrap();
-    let port = server.api_addr().port();
-    tokio::spawn(server.run_until(std::future::pending()));
-    Merchant { port, pki, _dir: dir }
+    TestServer::serve("merchant", router).await.unwrap()
 }
 
 /// The production posture: no exemptions.
-fn strict(merchant: &Merchant) -> EgressClient {
+fn strict(merchant: &TestServer) -> EgressClient {
     EgressClient::new(EgressConfig { ca_pem: Some(merchant.pki.ca_pem()), ..EgressConfig::default() }).unwrap()
 }
 
 /// Loopback exempted, as for a partner simulator in development.
-fn exempting_loopback(merchant: &Merchant) -> EgressClient {
+fn exempting_loopback(merchant: &TestServer) -> EgressClient {
     EgressClient::new(EgressConfig {
         ca_pem: Some(merchant.pki.ca_pem()),
         exempt: vec![IpAddr::from([127, 0, 0, 1]), "::1".parse().unwrap()],
@@ -69,7 +54,7 @@ fn class_of(result: Result<estate_egress::EgressResponse, EgressError>) -> &'sta
 async fn api7_the_legitimate_webhook_is_delivered() {
     let merchant = merchant().await;
     let client = exempting_loopback(&merchant);
-    let url = format!("https://localhost:{}/hook", merchant.port);
+    let url = format!("https://localhost:{}/hook", merchant.api_addr.port());
     let response = client.post_json(&url, &serde_json::json!({"event": "payment.captured"})).await.unwrap();
     assert_eq!(response.status, 200);
     assert_eq!(String::from_utf8(response.body).unwrap(), "received 28 bytes");
@@ -79,7 +64,7 @@ async fn api7_the_legitimate_webhook_is_delivered() {
 async fn api7_a_name_that_resolves_to_loopback_is_refused_although_a_server_answers_there() {
     let merchant = merchant().await;
     let client = strict(&merchant);
-    let url = format!("https://localhost:{}/hook", merchant.port);
+    let url = format!("https://localhost:{}/hook", merchant.api_addr.port());
     assert_eq!(class_of(client.post_json(&url, &serde_json::json!({})).await), "loopback");
 }
 
@@ -87,7 +72,7 @@ async fn api7_a_name_that_resolves_to_loopback_is_refused_although_a_server_answ
 async fn api7_every_refused_address_class_is_refused_before_any_connection() {
     let merchant = merchant().await;
     let client = strict(&merchant);
-    let port = merchant.port;
+    let port = merchant.api_addr.port();
     for (url, class) in [
         (format!("https://127.0.0.1:{port}/ok"), "loopback"),
         (format!("https://[::ffff:127.0.0.1]:{port}/ok"), "loopback"),
@@ -124,7 +109,7 @@ async fn api7_other_schemes_and_credentials_in_the_url_are_refused() {
 async fn api7_a_redirect_to_the_metadata_address_is_not_followed() {
     let merchant = merchant().await;
     let client = exempting_loopback(&merchant);
-    let url = format!("https://localhost:{}/redirect", merchant.port);
+    let url = format!("https://localhost:{}/redirect", merchant.api_addr.port());
     assert!(matches!(client.get(&url).await, Err(EgressError::Redirect(302))));
 }
 
@@ -132,10 +117,10 @@ async fn api7_a_redirect_to_the_metadata_address_is_not_followed() {
 async fn api7_oversized_and_slow_responses_end_the_call() {
     let merchant = merchant().await;
     let client = exempting_loopback(&merchant);
-    let big = format!("https://localhost:{}/big", merchant.port);
+    let big = format!("https://localhost:{}/big", merchant.api_addr.port());
     assert!(matches!(client.get(&big).await, Err(EgressError::TooLarge(65536))));
-    let slow = format!("https://localhost:{}/slow", merchant.port);
+    let slow = format!("https://localhost:{}/slow", merchant.api_addr.port());
     assert!(matches!(client.get(&slow).await, Err(EgressError::Timeout)), "the overall timeout applies");
     // And the client still works afterwards.
-    assert_eq!(client.get(&format!("https://localhost:{}/ok", merchant.port)).await.unwrap().body, b"hello");
+    assert_eq!(client.get(&format!("https://localhost:{}/ok", merchant.api_addr.port())).await.unwrap().body, b"hello");
 }

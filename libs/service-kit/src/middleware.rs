@@ -37,19 +37,9 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub struct RequestContext {
     /// The request id echoed in `X-Request-Id`.
     pub request_id: String,
-    /// This hop's trace context; pass `trace.child()` to downstream calls.
+    /// This hop's trace context (outbound calls continue it through
+    /// `telemetry::outbound_trace_headers` / `PropagateTraceLayer`).
     pub trace: TraceParent,
-}
-
-impl RequestContext {
-    /// The `traceparent` header for a call this request makes downstream: the
-    /// same trace, a new span id. Add it to every outbound request (reqwest,
-    /// tonic metadata) so the next service continues the trace.
-    pub fn outbound_traceparent(&self) -> (HeaderName, HeaderValue) {
-        let value = HeaderValue::from_str(&self.trace.child().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"));
-        (TRACEPARENT.clone(), value)
-    }
 }
 
 /// Limits of the common stack.

@@ -6,10 +6,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use estate_audit::{Action, AuditEvent, AuditLog, Outcome, SiemTarget};
-use estate_service_kit::Server;
-use estate_service_kit::config::NoServiceSettings;
-use estate_service_kit::management::Readiness;
-use estate_testkit::{SiemAuth, TestPki, TestSiem};
+use estate_testkit::kit::TestServer;
+use estate_testkit::{SiemAuth, TestSiem};
 
 fn counter(metrics: &str, name: &str) -> u64 {
     metrics
@@ -33,14 +31,9 @@ async fn pc10_dropped_audit_records_show_on_the_metrics_endpoint() {
     };
     let log = AuditLog::new("order", false, Some(target)).unwrap();
 
-    let pki = TestPki::new("metrics").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = estate_testkit::kit::config::<NoServiceSettings>(&pki, dir.path()).unwrap();
-    let server = Server::bind("order", &config, Router::new(), Readiness::default()).await.unwrap();
-    server.observe_audit(&log);
-    let url = format!("https://localhost:{}/metrics", server.management_addr().port());
-    tokio::spawn(server.run_until(std::future::pending()));
-    let http = pki.https_client().unwrap();
+    let server = TestServer::serve_with("order", Router::new(), |server| server.observe_audit(&log)).await.unwrap();
+    let url = format!("https://localhost:{}/metrics", server.management_addr.port());
+    let http = server.pki.https_client().unwrap();
     let scrape = || async { http.get(&url).send().await.unwrap().text().await.unwrap() };
 
     // Delivered: counted as sent, nothing dropped.

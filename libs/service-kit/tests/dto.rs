@@ -6,11 +6,8 @@
 
 use axum::Router;
 use axum::routing::post;
-use estate_service_kit::Server;
-use estate_service_kit::config::NoServiceSettings;
 use estate_service_kit::dto::Dto;
-use estate_service_kit::management::Readiness;
-use estate_testkit::TestPki;
+use estate_testkit::kit::TestServer;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use validator::Validate;
@@ -37,23 +34,18 @@ struct Line {
 struct Api {
     url: String,
     http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    _server: TestServer,
 }
 
 async fn api() -> Api {
-    let pki = TestPki::new("dto").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = estate_testkit::kit::config::<NoServiceSettings>(&pki, dir.path()).unwrap();
     let router = Router::new().route(
         "/v1/orders",
         post(|Dto(order): Dto<NewOrder>| async move {
             format!("{} lines, first {}x{}", order.lines.len(), order.lines[0].quantity, order.lines[0].sku)
         }),
     );
-    let server = Server::bind("order", &config, router, Readiness::default()).await.unwrap();
-    let url = format!("https://localhost:{}/v1/orders", server.api_addr().port());
-    tokio::spawn(server.run_until(std::future::pending()));
-    Api { url, http: pki.https_client().unwrap(), _dir: dir }
+    let server = TestServer::serve("order", router).await.unwrap();
+    Api { url: server.url("/v1/orders"), http: server.pki.https_client().unwrap(), _server: server }
 }
 
 async fn post_json(api: &Api, body: &Value) -> (u16, String, String) {

@@ -9,11 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use axum::routing::get;
 use axum::{Router, extract::State};
-use estate_service_kit::Server;
-use estate_service_kit::config::NoServiceSettings;
-use estate_service_kit::management::Readiness;
 use estate_service_kit::telemetry::outbound_trace_headers;
-use estate_testkit::TestPki;
+use estate_testkit::kit::TestServer;
 use serde_json::Value;
 
 /// Collects everything the JSON subscriber writes.
@@ -44,23 +41,10 @@ async fn one_request_through_two_services_shares_one_trace_id_in_both_logs() {
     )
     .unwrap();
 
-    let pki = TestPki::new("trace").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = pki.https_client().unwrap();
-
     // Service B: a plain endpoint.
-    std::fs::create_dir_all(dir.path().join("b")).unwrap();
-    let b_config = estate_testkit::kit::config::<NoServiceSettings>(&pki, &dir.path().join("b")).unwrap();
-    let b =
-        Server::bind("service-b", &b_config, Router::new().route("/b", get(|| async { "b" })), Readiness::default())
-            .await
-            .unwrap();
-    let b_url = format!("https://localhost:{}/b", b.api_addr().port());
-    tokio::spawn(b.run_until(std::future::pending()));
+    let b = TestServer::serve("service-b", Router::new().route("/b", get(|| async { "b" }))).await.unwrap();
 
     // Service A: calls B, propagating the trace.
-    std::fs::create_dir_all(dir.path().join("a")).unwrap();
-    let a_config = estate_testkit::kit::config::<NoServiceSettings>(&pki, &dir.path().join("a")).unwrap();
     let a_router = Router::new()
         .route(
             "/a",
@@ -69,10 +53,10 @@ async fn one_request_through_two_services_shares_one_trace_id_in_both_logs() {
                 http.get(url).headers(outbound_trace_headers()).send().await.unwrap().text().await.unwrap()
             }),
         )
-        .with_state((client.clone(), b_url));
-    let a = Server::bind("service-a", &a_config, a_router, Readiness::default()).await.unwrap();
-    let a_url = format!("https://localhost:{}/a", a.api_addr().port());
-    tokio::spawn(a.run_until(std::future::pending()));
+        .with_state((b.pki.https_client().unwrap(), b.url("/b")));
+    let a = TestServer::serve("service-a", a_router).await.unwrap();
+    let client = a.pki.https_client().unwrap();
+    let a_url = a.url("/a");
 
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let body = client.get(&a_url).header("traceparent", incoming).send().await.unwrap().text().await.unwrap();

@@ -25,3 +25,52 @@ where
     config.tls.key = Some(SecretRef::File(files.key));
     Ok(config)
 }
+
+/// A kit [`Server`](estate_service_kit::Server) serving a router on free
+/// loopback ports for the life of the value (its task stops with the test's
+/// runtime).
+pub struct TestServer {
+    /// The CA its certificates come from; `pki.https_client()` talks to it.
+    pub pki: TestPki,
+    /// The API listener's address.
+    pub api_addr: std::net::SocketAddr,
+    /// The management listener's address.
+    pub management_addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Bind `router` as service `name` (development config, no settings) and
+    /// serve it; `before_run` sees the bound server (e.g. to attach an audit log).
+    pub async fn serve_with(
+        name: &'static str,
+        router: axum::Router,
+        before_run: impl FnOnce(&estate_service_kit::Server),
+    ) -> Result<Self, TestkitError> {
+        let pki = TestPki::new(name)?;
+        let dir = tempfile::tempdir().map_err(TestkitError::io("tempdir"))?;
+        let config = config::<estate_service_kit::NoServiceSettings>(&pki, dir.path())?;
+        let server = estate_service_kit::Server::bind(
+            name,
+            &config,
+            router,
+            estate_service_kit::management::Readiness::default(),
+        )
+        .await
+        .map_err(|e| TestkitError::failed("bind test server", e.to_string()))?;
+        before_run(&server);
+        let (api_addr, management_addr) = (server.api_addr(), server.management_addr());
+        tokio::spawn(server.run_until(std::future::pending()));
+        Ok(Self { pki, api_addr, management_addr, _dir: dir })
+    }
+
+    /// [`Self::serve_with`] with nothing to do before serving.
+    pub async fn serve(name: &'static str, router: axum::Router) -> Result<Self, TestkitError> {
+        Self::serve_with(name, router, |_| {}).await
+    }
+
+    /// `https://localhost:<api port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.api_addr.port())
+    }
+}
