@@ -31,6 +31,11 @@ fn snapshot_source() -> Option<PathBuf> {
 }
 
 pub(crate) fn check() -> Result<()> {
+    // cargo-deny reads `cargo metadata` for every platform, so every crate of
+    // the lock file must be in the local registry cache — including
+    // wasm/Android/Windows-only ones no build here downloads. `cargo fetch`
+    // gets them once (from the crate registry, as the build does).
+    run(Command::new("cargo").args(["fetch", "--locked"]))?;
     let Some(source) = snapshot_source() else {
         // Bans, licenses and sources need no database: always checked.
         run(Command::new("cargo").args(["deny", "--offline", "check", "bans", "licenses", "sources"]))?;

@@ -1,11 +1,15 @@
 //! Dynamic database credentials from the database secrets engine: a login
 //! role created on demand with `VALID UNTIL`, leased, renewed, revoked.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use estate_service_kit::SecretRef;
 use reqwest::Method;
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
 use crate::client::{OpenBao, OpenBaoError};
 
@@ -173,4 +177,143 @@ fn record(audit: Option<&estate_audit::AuditLog>, action: estate_audit::Action, 
                 .lease_id(lease_id),
         );
     }
+}
+
+/// Where a service's database is and how the service logs in (the
+/// `[service.database]` section of every service with a schema).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Host name (TLS is verified against it).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database name.
+    pub name: String,
+    /// How the service logs in.
+    pub login: DatabaseLogin,
+    /// CA that signed the server certificate (PEM). TLS is always verified.
+    pub ca_file: PathBuf,
+    /// Pool size.
+    #[serde(default = "default_pool")]
+    pub max_connections: u32,
+}
+
+fn default_pool() -> u32 {
+    8
+}
+
+fn default_database_mount() -> String {
+    "database".into()
+}
+
+/// Where the database login comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DatabaseLogin {
+    /// Dynamic, leased credentials from OpenBao's database engine, rotated
+    /// before they expire (what production uses).
+    Openbao {
+        /// Engine mount.
+        #[serde(default = "default_database_mount")]
+        mount: String,
+        /// The OpenBao role (e.g. `auth-app`).
+        role: String,
+    },
+    /// A static login (development and tests only; production refuses it).
+    Password {
+        /// Login role (a member of `<svc>_app`).
+        user: String,
+        /// Its password.
+        password: SecretRef,
+    },
+}
+
+/// Database connection failures at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The CA file is unreadable.
+    #[error("database CA file {path}: {source}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A dynamic login needs an OpenBao client.
+    #[error("a database login from OpenBao needs service.openbao")]
+    NoOpenBao,
+    /// OpenBao (or the password reference) failed.
+    #[error(transparent)]
+    OpenBao(#[from] OpenBaoError),
+    /// The password file is not UTF-8.
+    #[error("the database password is not UTF-8")]
+    PasswordEncoding,
+    /// Postgres refused or is unreachable.
+    #[error("database: {0}")]
+    Connect(#[from] sqlx::Error),
+}
+
+impl DatabaseSettings {
+    /// Whether the login is a static password (a development setting).
+    pub fn is_static_password(&self) -> bool {
+        matches!(self.login, DatabaseLogin::Password { .. })
+    }
+
+    /// Host, database and TLS `verify-full`; no statement logging (parameters may be secrets).
+    fn base_options(&self) -> Result<PgConnectOptions, ConnectError> {
+        let ca = std::fs::read(&self.ca_file)
+            .map_err(|source| ConnectError::CaFile { path: self.ca_file.display().to_string(), source })?;
+        Ok(PgConnectOptions::new()
+            .host(&self.host)
+            .port(self.port)
+            .database(&self.name)
+            .ssl_mode(PgSslMode::VerifyFull)
+            .ssl_root_cert_from_pem(ca))
+    }
+
+    /// A pool logged in as configured: leased (and rotated) credentials from
+    /// OpenBao, or a static password resolved from its reference.
+    pub async fn connect(
+        &self,
+        openbao: Option<&OpenBao>,
+        audit: Option<&estate_audit::AuditLog>,
+    ) -> Result<sqlx::PgPool, ConnectError> {
+        use secrecy::ExposeSecret;
+        let base = self.base_options()?;
+        match &self.login {
+            DatabaseLogin::Openbao { mount, role } => {
+                let openbao = openbao.ok_or(ConnectError::NoOpenBao)?;
+                Ok(leased_pool(openbao.clone(), mount, role, base, self.max_connections, audit.cloned()).await?)
+            }
+            DatabaseLogin::Password { user, password } => {
+                let password = crate::resolve(password, openbao).await?;
+                let password = std::str::from_utf8(password.expose_secret())
+                    .map_err(|_| ConnectError::PasswordEncoding)?
+                    .trim_end()
+                    .to_owned();
+                Ok(PgPoolOptions::new()
+                    .max_connections(self.max_connections)
+                    .connect_with(base.username(user).password(&password))
+                    .await?)
+            }
+        }
+    }
+}
+
+/// A migrator over migrations embedded in the binary, whose bookkeeping
+/// table lives in the service's own `schema` (the owner role may create
+/// nothing in `public`). Run it as `<svc>_owner`, never as the app login.
+pub fn embedded_migrator(schema: &str, migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
+    use sqlx::SqlSafeStr;
+    let mut migrator = Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(version, description.into(), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect(),
+    );
+    migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
+    migrator
 }

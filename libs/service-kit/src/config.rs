@@ -323,7 +323,7 @@ pub trait DevSettings {
     }
 }
 
-impl<S: DeserializeOwned + Serialize + Default + DevSettings> Config<S> {
+impl<S: DeserializeOwned + Serialize + DevSettings> Config<S> {
     /// Load defaults, then `file` (if any), then `ESTATE_*` variables from the
     /// process environment, then check the result against its [`Mode`].
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -346,8 +346,11 @@ impl<S: DeserializeOwned + Serialize + Default + DevSettings> Config<S> {
         Ok(config)
     }
 
-    fn defaults() -> Self {
-        Self {
+    /// Every section's defaults, and an empty `[service]` table: a service
+    /// whose settings have required fields (a database, an identity) fails
+    /// to load with "missing field" instead of running on invented values.
+    fn defaults() -> Defaults {
+        Defaults {
             mode: Mode::default(),
             api: ListenerConfig::default_api(),
             management: ManagementConfig::default(),
@@ -355,7 +358,7 @@ impl<S: DeserializeOwned + Serialize + Default + DevSettings> Config<S> {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             audit: AuditConfig::default(),
-            service: S::default(),
+            service: EmptyTable {},
         }
     }
 
@@ -386,6 +389,22 @@ impl<S: DeserializeOwned + Serialize + Default + DevSettings> Config<S> {
 pub struct NoServiceSettings {}
 
 impl DevSettings for NoServiceSettings {}
+
+/// The default layer of a [`Config`].
+#[derive(Serialize)]
+struct Defaults {
+    mode: Mode,
+    api: ListenerConfig,
+    management: ManagementConfig,
+    tls: TlsConfig,
+    limits: LimitsConfig,
+    log: LogConfig,
+    audit: AuditConfig,
+    service: EmptyTable,
+}
+
+#[derive(Serialize)]
+struct EmptyTable {}
 
 #[cfg(test)]
 #[allow(clippy::result_large_err, reason = "figment::Jail closures return figment::Error")]

@@ -70,7 +70,7 @@ pub trait Service: Sized + Send + 'static {
     /// The service's name, as in logs, metrics and SPIFFE IDs.
     const NAME: &'static str;
     /// The `[service]` section of its configuration.
-    type Settings: DeserializeOwned + Serialize + Default + DevSettings + Send + 'static;
+    type Settings: DeserializeOwned + Serialize + DevSettings + Send + 'static;
 
     /// Bind the listeners and connect to dependencies; serve nothing yet.
     fn build(config: Config<Self::Settings>) -> impl Future<Output = anyhow::Result<Self>> + Send;

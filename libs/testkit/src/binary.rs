@@ -145,7 +145,23 @@ impl ServiceProcess {
 #[allow(clippy::expect_used, reason = "an assertion helper: failing loudly is its job")]
 pub async fn assert_service_binary_lifecycle(exe: &str, service_toml: &str) {
     let pki = TestPki::new("binary-test").expect("test CA");
-    let service = ServiceProcess::spawn(Path::new(exe), &pki, service_toml).await.expect("service starts");
+    let client = pki.https_client().expect("client");
+    assert_service_binary_lifecycle_with(exe, &pki, service_toml, &client, 404).await;
+}
+
+/// The same for a service whose API listener needs east-west mTLS: the API
+/// check goes through `api_client` (presenting an SVID from `pki`) and
+/// expects `api_status` for an unknown path (404, or 403 where the east-west
+/// policy does not admit the caller to it).
+#[allow(clippy::expect_used, reason = "an assertion helper: failing loudly is its job")]
+pub async fn assert_service_binary_lifecycle_with(
+    exe: &str,
+    pki: &TestPki,
+    service_toml: &str,
+    api_client: &reqwest::Client,
+    api_status: u16,
+) {
+    let service = ServiceProcess::spawn(Path::new(exe), pki, service_toml).await.expect("service starts");
     let client = pki.https_client().expect("client");
 
     let live = client
@@ -163,12 +179,12 @@ pub async fn assert_service_binary_lifecycle(exe: &str, service_toml: &str) {
         .expect("readiness answers");
     assert_eq!(ready.status(), 200);
 
-    let api = client
+    let api = api_client
         .get(format!("https://localhost:{}/no-such-route", service.api_addr().port()))
         .send()
         .await
         .expect("API listener answers over TLS");
-    assert_eq!(api.status(), 404);
+    assert_eq!(api.status(), api_status);
     assert_eq!(api.headers()["content-type"], "application/problem+json");
     assert!(api.headers().contains_key("strict-transport-security"));
 
@@ -182,4 +198,32 @@ pub async fn assert_service_binary_lifecycle(exe: &str, service_toml: &str) {
 
     let code = service.terminate().await.expect("terminates");
     assert_eq!(code, Some(0), "clean exit on SIGTERM");
+}
+
+/// The body of a `[service]` section from JSON settings (for
+/// [`ServiceProcess::spawn`]): one `key = value` line per top-level key,
+/// nested objects as inline tables. JSON string escapes are valid TOML.
+pub fn service_toml(settings: &Value) -> String {
+    fn inline(value: &Value) -> String {
+        match value {
+            Value::Object(map) => {
+                let fields: Vec<String> = map
+                    .iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| format!("{} = {}", Value::String(k.clone()), inline(v)))
+                    .collect();
+                format!("{{ {} }}", fields.join(", "))
+            }
+            Value::Array(items) => format!("[{}]", items.iter().map(inline).collect::<Vec<_>>().join(", ")),
+            other => other.to_string(),
+        }
+    }
+    match settings {
+        Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| format!("{} = {}\n", Value::String(k.clone()), inline(v)))
+            .collect(),
+        _ => String::new(),
+    }
 }

@@ -15,9 +15,28 @@ pub fn config<S>(pki: &TestPki, dir: &Path) -> Result<Config<S>, TestkitError>
 where
     S: DeserializeOwned + Serialize + Default + DevSettings,
 {
+    config_with(pki, dir, S::default())
+}
+
+/// The same, with the `[service]` section given (settings with required fields).
+pub fn config_with<S>(pki: &TestPki, dir: &Path, service: S) -> Result<Config<S>, TestkitError>
+where
+    S: DeserializeOwned + Serialize + DevSettings,
+{
+    use estate_service_kit::NoServiceSettings;
     let files = pki.localhost_server()?.write_to(dir, "server")?;
-    let mut config = Config::<S>::from_figment(Config::<S>::figment(None))
+    let base = Config::<NoServiceSettings>::from_figment(Config::<NoServiceSettings>::figment(None))
         .map_err(|e| TestkitError::failed("kit config", e.to_string()))?;
+    let mut config = Config {
+        mode: base.mode,
+        api: base.api,
+        management: base.management,
+        tls: base.tls,
+        limits: base.limits,
+        log: base.log,
+        audit: base.audit,
+        service,
+    };
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     config.api.bind = loopback;
     config.management.bind = loopback;

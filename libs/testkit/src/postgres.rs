@@ -150,6 +150,28 @@ impl TestPostgres {
         self.options.get_port()
     }
 
+    /// A `[service.database]` section (as JSON) that logs in as `user` with
+    /// `password` over verified TLS: the password goes to `dir/<user>.password`
+    /// (0400), the server's CA to `dir/db-ca.pem`. Local clusters only.
+    pub fn database_section(&self, dir: &Path, user: &str, password: &str) -> Result<serde_json::Value, TestkitError> {
+        use std::os::unix::fs::PermissionsExt;
+        let ca = self.ca_pem().ok_or_else(|| TestkitError::failed("database section", "needs a local cluster"))?;
+        let ca_file = dir.join("db-ca.pem");
+        std::fs::write(&ca_file, ca).map_err(TestkitError::io("write db CA"))?;
+        let password_file = dir.join(format!("{user}.password"));
+        std::fs::write(&password_file, password).map_err(TestkitError::io("write db password"))?;
+        std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o400))
+            .map_err(TestkitError::io("chmod db password"))?;
+        Ok(serde_json::json!({
+            "host": "127.0.0.1",
+            "port": self.port(),
+            "name": self.options.get_database().unwrap_or("postgres"),
+            "login": { "source": "password", "user": user, "password": format!("file:{}", password_file.display()) },
+            "ca_file": ca_file,
+            "max_connections": 8,
+        }))
+    }
+
     /// The CA that signed the server certificate (local clusters only).
     pub fn ca_pem(&self) -> Option<&str> {
         match &self.backend {

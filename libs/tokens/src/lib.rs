@@ -22,4 +22,4 @@ pub use claims::{Actor, ClientId, Subject, TokenId, VerifiedToken};
 pub use extract::{AuthRejection, Caller, RequiredScope, Scoped, bearer_token, scopes};
 pub use jsonwebtoken::Algorithm;
 pub use scope::{Scope, Scopes, UnknownScope};
-pub use verifier::{ConfigError, MAX_LEEWAY, TokenError, Verifier, VerifierConfig};
+pub use verifier::{ConfigError, MAX_LEEWAY, TokenError, Verifier, VerifierConfig, VerifierSettings};

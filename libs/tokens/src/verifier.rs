@@ -373,3 +373,42 @@ fn classify_bad_header(token: &str) -> TokenError {
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
+
+/// The `[service.tokens]` section of a resource server: whose tokens it
+/// accepts and for which audience. Everything else keeps the strict
+/// defaults of [`VerifierConfig::new`].
+///
+/// ```toml
+/// [service.tokens]
+/// issuer = "https://auth.estate.local"
+/// audience = "inventory-api"
+/// ca_file = "/etc/estate/auth-ca.pem"   # optional: extra CA for the issuer's TLS
+/// ```
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifierSettings {
+    /// The exact `iss`; discovery starts here.
+    pub issuer: String,
+    /// This service's audience.
+    pub audience: String,
+    /// A JWKS URL to use instead of discovery.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Extra CA certificates (PEM file) for the issuer's TLS.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl VerifierSettings {
+    /// The verifier configuration (reads `ca_file`).
+    pub fn config(&self) -> std::io::Result<VerifierConfig> {
+        let mut config = VerifierConfig::new(&self.issuer, &[self.audience.as_str()]);
+        if let Some(uri) = &self.jwks_uri {
+            config.keys = KeyLocation::JwksUri(uri.clone());
+        }
+        if let Some(file) = &self.ca_file {
+            config.ca_pem = Some(std::fs::read_to_string(file)?);
+        }
+        Ok(config)
+    }
+}

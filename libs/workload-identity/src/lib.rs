@@ -10,10 +10,12 @@
 mod identity;
 mod peer;
 mod policy;
+pub mod settings;
 mod spiffe;
 pub mod tls;
 
 pub use identity::{RotatingIdentity, read_svid_files, spawn_file_reload, spawn_openbao_renewal, svid_from_pem};
 pub use peer::{NoPeer, Peer};
 pub use policy::{EastWestPolicy, PolicyError, enforce};
+pub use settings::{GrpcChannel, IdentityError, IdentitySettings, SvidSource, WorkloadIdentity};
 pub use spiffe::{SpiffeId, SpiffeIdError};

@@ -8,91 +8,23 @@
 //! refuses to start that way.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
-use estate_service_kit::SecretRef;
-use serde::{Deserialize, Serialize};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
-use sqlx::{PgPool, SqlSafeStr};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 
-/// Where the database is and how to reach it as `auth_app`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseSettings {
-    /// Host name (TLS is verified against it).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// Database name.
-    pub name: String,
-    /// How the service logs in.
-    pub login: DatabaseLogin,
-    /// CA that signed the server certificate (PEM). TLS is always verified.
-    pub ca_file: PathBuf,
-    /// Pool size.
-    #[serde(default = "default_pool")]
-    pub max_connections: u32,
-}
-
-fn default_pool() -> u32 {
-    8
-}
-
-fn default_database_mount() -> String {
-    "database".into()
-}
-
-/// Where the database login comes from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
-pub enum DatabaseLogin {
-    /// Dynamic, leased credentials from OpenBao's database engine, rotated
-    /// before they expire (what production uses).
-    Openbao {
-        /// Engine mount.
-        #[serde(default = "default_database_mount")]
-        mount: String,
-        /// The OpenBao role (`auth-app`).
-        role: String,
-    },
-    /// A static login (development and tests only; production refuses it).
-    Password {
-        /// Login role (a member of `auth_app`).
-        user: String,
-        /// Its password.
-        password: SecretRef,
-    },
-}
-
-impl DatabaseSettings {
-    /// Host, database and TLS `verify-full`; no statement logging (parameters may be secrets).
-    fn base_options(&self) -> anyhow::Result<PgConnectOptions> {
-        let ca = std::fs::read(&self.ca_file)?;
-        Ok(PgConnectOptions::new()
-            .host(&self.host)
-            .port(self.port)
-            .database(&self.name)
-            .ssl_mode(PgSslMode::VerifyFull)
-            .ssl_root_cert_from_pem(ca))
-    }
-}
+pub use estate_secrets::database::{DatabaseLogin, DatabaseSettings};
 
 /// The schema migrations, embedded in the binary. Run as `auth_owner`
 /// (e.g. a deployment job), never by the service's own `auth_app` login.
 pub fn migrator() -> Migrator {
-    let migration = |version, description: &'static str, sql: &'static str| {
-        Migration::new(version, description.into(), MigrationType::Simple, sql.into_sql_str(), false)
-    };
-    let mut migrator = Migrator::with_migrations(vec![
-        migration(1, "auth schema", include_str!("../migrations/0001_auth_schema.sql")),
-        migration(2, "users, codes, refresh tokens", include_str!("../migrations/0002_users_codes_refresh.sql")),
-    ]);
-    // The bookkeeping table lives in the service's own schema: the owner may
-    // create nothing in `public`.
-    migrator.dangerous_set_table_name("auth._sqlx_migrations");
-    migrator
+    estate_secrets::database::embedded_migrator(
+        "auth",
+        &[
+            (1, "auth schema", include_str!("../migrations/0001_auth_schema.sql")),
+            (2, "users, codes, refresh tokens", include_str!("../migrations/0002_users_codes_refresh.sql")),
+        ],
+    )
 }
 
 /// Store failures (logged; the client sees `server_error`).
@@ -209,32 +141,7 @@ impl Store {
         openbao: Option<&estate_secrets::OpenBao>,
         audit: &estate_audit::AuditLog,
     ) -> anyhow::Result<Self> {
-        use secrecy::ExposeSecret;
-        let base = settings.base_options()?;
-        let pool = match &settings.login {
-            DatabaseLogin::Openbao { mount, role } => {
-                let openbao =
-                    openbao.ok_or_else(|| anyhow::anyhow!("database login from OpenBao needs service.openbao"))?;
-                let audit = Some(audit.clone());
-                estate_secrets::database::leased_pool(
-                    openbao.clone(),
-                    mount,
-                    role,
-                    base,
-                    settings.max_connections,
-                    audit,
-                )
-                .await?
-            }
-            DatabaseLogin::Password { user, password } => {
-                let password = estate_secrets::resolve(password, openbao).await?;
-                let password = std::str::from_utf8(password.expose_secret())?.trim_end().to_owned();
-                PgPoolOptions::new()
-                    .max_connections(settings.max_connections)
-                    .connect_with(base.username(user).password(&password))
-                    .await?
-            }
-        };
+        let pool = settings.connect(openbao, Some(audit)).await?;
         Ok(Store::Postgres(pool))
     }
 
