@@ -157,3 +157,70 @@ impl ReadinessCheck for DatabaseReady {
         Box::pin(async move { sqlx::query("SELECT 1").execute(&self.0).await.map(|_| ()).map_err(|e| e.to_string()) })
     }
 }
+
+/// `[service.oauth]`: this service as an OAuth client (`private_key_jwt`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthClientSettings {
+    /// The authorization server's token endpoint (https).
+    pub token_endpoint: String,
+    /// This service's client id (e.g. `order-svc`).
+    pub client_id: String,
+    /// The EC P-256 private key (PKCS#8 PEM) that signs client assertions.
+    pub key: estate_service_kit::SecretRef,
+    /// The `kid` the server knows the public key by.
+    pub kid: String,
+    /// Extra CA certificates (PEM file) for the token endpoint's TLS.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// An east-west upstream: where it is and who it must be.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// Base URL (`https://host:port`).
+    pub url: String,
+    /// The SPIFFE ID its certificate must carry.
+    pub spiffe_id: String,
+}
+
+impl UpstreamSettings {
+    /// The expected peer identity.
+    pub fn peer(&self) -> anyhow::Result<estate_workload_identity::SpiffeId> {
+        self.spiffe_id
+            .parse()
+            .map_err(|_| anyhow::anyhow!("upstream spiffe_id {:?} is not a SPIFFE ID", self.spiffe_id))
+    }
+}
+
+impl Platform {
+    /// An OAuth client for `settings`, its key resolved (file or OpenBao).
+    pub async fn oauth_client(
+        &self,
+        settings: &OAuthClientSettings,
+    ) -> anyhow::Result<estate_oauth_client::OAuthClient> {
+        use secrecy::ExposeSecret;
+        let key = estate_secrets::resolve(&settings.key, self.openbao.as_ref()).await.context("service.oauth.key")?;
+        let pem = std::str::from_utf8(key.expose_secret()).context("service.oauth.key is not PEM text")?;
+        let auth = estate_oauth_client::ClientAuth::private_key_jwt(
+            &settings.client_id,
+            &settings.kid,
+            &secrecy::SecretString::from(pem.to_owned()),
+        )?;
+        let ca = settings.ca_file.as_ref().map(std::fs::read_to_string).transpose().context("service.oauth.ca_file")?;
+        Ok(estate_oauth_client::OAuthClient::new(&settings.token_endpoint, auth, ca.as_deref())?)
+    }
+}
+
+/// A transaction in which row-level security shows `subject`'s rows only:
+/// `estate.subject` is set transaction-locally first (`set_config(…, true)`),
+/// so it cannot leak to the next user of the pooled connection.
+pub async fn owner_transaction(
+    pool: &PgPool,
+    subject: &str,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('estate.subject', $1, true)").bind(subject).execute(&mut *tx).await?;
+    Ok(tx)
+}

@@ -115,6 +115,20 @@ pub async fn with_trace<F: Future>(trace: TraceParent, future: F) -> F::Output {
     }
 }
 
+/// `tokio::spawn` that carries the current trace (and the audit trace id)
+/// into the task: task-locals do not follow a spawn by themselves. Use it for
+/// work that must finish even if the request that started it goes away.
+pub fn spawn_traced<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match current_trace() {
+        Some(trace) => tokio::spawn(with_trace(trace, future)),
+        None => tokio::spawn(future),
+    }
+}
+
 /// The trace context of the request this task is serving, if any.
 pub fn current_trace() -> Option<TraceParent> {
     CURRENT.try_with(|t| *t).ok()

@@ -19,20 +19,25 @@ mod process;
 mod tools;
 
 pub mod binary;
+pub mod fixture;
 pub mod idp;
 pub mod kit;
+pub mod login;
 pub mod openbao;
 pub mod pki;
 pub mod postgres;
+pub mod psp;
 pub mod siem;
 
 pub use error::TestkitError;
+pub use fixture::{ServiceFixture, spiffe_id};
 pub use idp::{IdpClient, IdpKey, TestIdp};
 pub use openbao::TestOpenBao;
 pub use pki::{Leaf, LeafFiles, LeafSpec, TestPki, Validity};
 pub use ports::free_port;
 pub use postgres::{ServiceRoles, TestPostgres};
 pub use process::process_exists;
+pub use psp::{PspMode, TestPsp};
 pub use siem::{ReceivedEvent, SiemAuth, TestSiem};
 pub use tools::workspace_root;
 

@@ -101,6 +101,23 @@ pub fn client_config(
     Ok(config)
 }
 
+/// [`client_config`] from PEM text: a workload certificate chain and key,
+/// and the bundle (tools and tests that hold files rather than a rotating
+/// identity).
+pub fn client_config_from_pem(
+    chain_pem: &str,
+    key_pem: &str,
+    bundle_pem: &str,
+    expected_server: SpiffeId,
+) -> Result<ClientConfig, IdentityTlsError> {
+    use rustls_pki_types::pem::PemObject;
+    let parse = |e: rustls_pki_types::pem::Error| IdentityTlsError::Bundle(e.to_string());
+    let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(parse)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(parse)?;
+    let bundle = CertificateDer::pem_slice_iter(bundle_pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(parse)?;
+    client_config(RotatingIdentity::new(Svid { chain, key })?, &bundle, expected_server)
+}
+
 /// Chain to the bundle (webpki, validity period, EKU) + the expected SPIFFE ID.
 struct SpiffeServerVerifier {
     roots: RootCertStore,

@@ -1,47 +1,106 @@
-//! `payment`: the payments REST API (issue 7).
+//! `payment`: authorize and refund payments for orders (ARCHITECTURE §3).
 //!
-//! Today the service is its skeleton: the shared runtime from
-//! `estate-service-kit` (TLS API listener, management listener with health
-//! and metrics, JSON logs, graceful shutdown) around an API router that has no
-//! routes yet, so every API path answers a problem+json 404.
+//! Money movement needs both the caller workload (mTLS peer = order) and
+//! the user (`sub` of the token): FLOW-TX for authorizations (exchanged
+//! token, `act.sub` = order), FLOW-RELAY for refunds (the user's own token).
+//! The card network is a third party behind [`psp`], validated strictly.
+//!
+//! Modules: [`api`] (handlers, DTOs), [`psp`] (the provider client).
 
-use std::net::SocketAddr;
+pub mod api;
+pub mod psp;
 
-use axum::Router;
-use estate_service_kit::management::Readiness;
-use estate_service_kit::{Config, NoServiceSettings, Server, Service};
+use anyhow::Context;
+use estate_platform::{Built, Platform, PlatformSettings};
+use estate_secrets::OpenBaoSettings;
+use estate_secrets::database::DatabaseSettings;
+use estate_service_kit::{Config, DevSettings, Service};
+use estate_tokens::VerifierSettings;
+use estate_workload_identity::IdentitySettings;
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
+
+/// `[service]` of the payment configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentSettings {
+    /// OpenBao, for dynamic database logins, SVIDs and secret references.
+    #[serde(default)]
+    pub openbao: Option<OpenBaoSettings>,
+    /// The `payments` schema.
+    pub database: DatabaseSettings,
+    /// SVID, trust bundle, east-west policy.
+    pub identity: IdentitySettings,
+    /// Whose tokens, for which audience (`payment-api`).
+    pub tokens: VerifierSettings,
+    /// The payment service provider.
+    pub psp: psp::PspSettings,
+    /// The SPIFFE ID of the only workload that may move money.
+    pub order_spiffe_id: String,
+    /// Order's OAuth client id (the `act.sub` of exchanged tokens).
+    pub order_client_id: String,
+}
+
+impl PaymentSettings {
+    fn platform(&self) -> PlatformSettings<'_> {
+        PlatformSettings {
+            openbao: self.openbao.as_ref(),
+            database: &self.database,
+            identity: &self.identity,
+            tokens: &self.tokens,
+        }
+    }
+}
+
+impl DevSettings for PaymentSettings {
+    fn dev_settings(&self) -> Vec<String> {
+        self.platform().dev_settings()
+    }
+}
+
+/// The schema migrations, embedded; run as `payments_owner`.
+pub fn migrator() -> Migrator {
+    estate_secrets::database::embedded_migrator(
+        "payments",
+        &[(1, "payments", include_str!("../migrations/0001_payments.sql"))],
+    )
+}
 
 /// A built `payment` service: listeners bound, not yet serving.
-pub struct Application {
-    server: Server,
-}
+pub struct Application(Built);
 
 impl Application {
     /// The bound API address.
-    pub fn api_addr(&self) -> SocketAddr {
-        self.server.api_addr()
+    pub fn api_addr(&self) -> std::net::SocketAddr {
+        self.0.api_addr()
     }
 
     /// The bound management address.
-    pub fn management_addr(&self) -> SocketAddr {
-        self.server.management_addr()
+    pub fn management_addr(&self) -> std::net::SocketAddr {
+        self.0.management_addr()
     }
 }
 
 impl Service for Application {
     const NAME: &'static str = "payment";
-    type Settings = NoServiceSettings;
+    type Settings = PaymentSettings;
 
     async fn build(config: Config<Self::Settings>) -> anyhow::Result<Self> {
-        let server = Server::bind(Self::NAME, &config, api_router(), Readiness::default()).await?;
-        Ok(Self { server })
+        let settings = &config.service;
+        let platform = Platform::start(Self::NAME, settings.platform(), &config.audit).await?;
+        let state = api::AppState {
+            pool: platform.pool.clone(),
+            psp: psp::Psp::new(&settings.psp)?,
+            verifier: platform.verifier.clone(),
+            audit: platform.audit.clone(),
+            order_peer: settings.order_spiffe_id.parse().ok().context("service.order_spiffe_id is not a SPIFFE ID")?,
+            order_client: settings.order_client_id.clone(),
+        };
+        let server = platform.bind(Self::NAME, &config, api::router(state)).await?;
+        Ok(Self(Built::new(server, platform)))
     }
 
     async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
-        self.server.run_until(shutdown).await
+        self.0.run_until(shutdown).await
     }
-}
-
-fn api_router() -> Router {
-    Router::new()
 }

@@ -1,0 +1,342 @@
+//! The whole estate, started for a test: auth (with its database, a
+//! code-flow client and users), inventory, payment and order as real
+//! servers in this process, each with its own SPIFFE identity and
+//! least-privilege database login, over the test kit's real Postgres and a
+//! payment-provider simulator. Tests then call order as the gateway would
+//! (over mTLS with the gateway's SVID) with real user tokens.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fixture: a failed step should panic the test")]
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use estate_service_kit::Service;
+use estate_service_kit::config::Config;
+use estate_testkit::{LeafSpec, TestPki, TestPostgres, TestPsp, free_port};
+use estate_workload_identity::tls::{Svid, client_config};
+use estate_workload_identity::{RotatingIdentity, SpiffeId};
+use serde_json::{Value, json};
+
+/// The SPIFFE ID of an estate workload.
+pub fn spiffe(service: &str) -> String {
+    format!("spiffe://estate.local/ns/estate/sa/{service}")
+}
+
+/// Demo users and their passwords.
+pub const USERS: [(&str, &str); 2] = [("alice", "alice-correct-horse-battery"), ("bob", "bob-correct-horse-battery")];
+/// The code-flow client users log in with.
+pub const WEB_CLIENT: &str = "web-app";
+/// Its redirect URI.
+pub const WEB_REDIRECT: &str = "https://app.estate.test/callback";
+/// What users ask for.
+pub const USER_SCOPE: &str = "openid orders:read orders:write payments:authorize payments:refund";
+
+const INVENTORY_POLICY: &str = r#"
+[[allow]]
+caller = "spiffe://estate.local/ns/estate/sa/order"
+methods = ["POST"]
+paths = ["/estate.inventory.v1.Inventory/Reserve", "/estate.inventory.v1.Inventory/Release", "/estate.inventory.v1.Inventory/GetStock"]
+"#;
+
+const PAYMENT_POLICY: &str = r#"
+[[allow]]
+caller = "spiffe://estate.local/ns/estate/sa/order"
+methods = ["POST"]
+paths = ["/v1/payments", "/v1/payments/*/refund"]
+"#;
+
+const ORDER_POLICY: &str = r#"
+[[allow]]
+caller = "spiffe://estate.local/ns/estate/sa/gateway"
+methods = ["GET", "POST"]
+paths = ["/v1/orders"]
+
+[[allow]]
+caller = "spiffe://estate.local/ns/estate/sa/gateway"
+methods = ["GET", "PATCH"]
+paths = ["/v1/orders/*"]
+
+[[allow]]
+caller = "spiffe://estate.local/ns/estate/sa/gateway"
+methods = ["POST"]
+paths = ["/v1/orders/*/cancel", "/v1/orders/*/refund"]
+"#;
+
+/// Products: (sku, name, stock, price in cents).
+pub const PRODUCTS: [(&str, &str, i32, i64); 3] =
+    [("TEA-01", "Green tea", 10, 450), ("TEA-02", "Black tea", 2, 600), ("CUP-01", "Cup", 5, 1200)];
+
+/// A running estate.
+pub struct Estate {
+    /// The workloads' CA (SVIDs of every service).
+    pub pki: TestPki,
+    /// The payment provider simulator.
+    pub psp: TestPsp,
+    /// The authorization server's base URL (= issuer).
+    pub auth_url: String,
+    auth_ca: String,
+    /// Order's API address.
+    pub order: SocketAddr,
+    /// Payment's API address.
+    pub payment: SocketAddr,
+    /// Inventory's API address.
+    pub inventory: SocketAddr,
+    /// Superuser pool (for assertions on stored state).
+    pub admin: sqlx::PgPool,
+    _pg: TestPostgres,
+    _dir: tempfile::TempDir,
+}
+
+async fn migrate(pg: &TestPostgres, schema: &str, migrator: sqlx::migrate::Migrator) -> estate_testkit::ServiceRoles {
+    let roles = pg.create_service_roles(schema).await.unwrap();
+    let owner = sqlx::PgPool::connect_with(roles.owner.clone()).await.unwrap();
+    migrator.run(&owner).await.unwrap();
+    roles
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// `[service.identity]` for `service`, with its SVID from `pki`.
+fn identity(dir: &Path, pki: &TestPki, service: &str, policy: &str) -> Value {
+    let files = pki.issue(&LeafSpec::spiffe(&spiffe(service))).unwrap().write_to(dir, service).unwrap();
+    json!({
+        "bundle_file": write(dir, "bundle.pem", &pki.ca_pem()),
+        "policy_file": write(dir, &format!("{service}-policy.toml"), policy),
+        "svid": { "source": "files", "cert_file": files.cert, "key_file": files.key },
+    })
+}
+
+impl Estate {
+    /// Start everything, with the services' default limits.
+    pub async fn start() -> Self {
+        Self::start_with_checkouts_per_minute(None).await
+    }
+
+    /// Start everything; `checkouts` overrides order's per-user checkout budget.
+    pub async fn start_with_checkouts_per_minute(checkouts: Option<u32>) -> Self {
+        let pg = TestPostgres::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let pki = TestPki::new("estate-workloads").unwrap();
+        let psp = TestPsp::start().await.unwrap();
+
+        // Schemas and roles, migrated as each owner; reference data as owners.
+        let auth_roles = migrate(&pg, "auth", estate_auth::store::migrator()).await;
+        let inventory_roles = migrate(&pg, "inventory", estate_inventory::migrator()).await;
+        let order_roles = migrate(&pg, "orders", estate_order::migrator()).await;
+        let payment_roles = migrate(&pg, "payments", estate_payment::migrator()).await;
+        let inventory_owner = sqlx::PgPool::connect_with(inventory_roles.owner.clone()).await.unwrap();
+        let orders_owner = sqlx::PgPool::connect_with(order_roles.owner.clone()).await.unwrap();
+        for (sku, name, stock, price) in PRODUCTS {
+            sqlx::query("INSERT INTO inventory.products (sku, name, available) VALUES ($1, $2, $3)")
+                .bind(sku)
+                .bind(name)
+                .bind(stock)
+                .execute(&inventory_owner)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO orders.prices (sku, unit_price_cents, currency) VALUES ($1, $2, 'EUR')")
+                .bind(sku)
+                .bind(price)
+                .execute(&orders_owner)
+                .await
+                .unwrap();
+        }
+
+        // Users, hashed as the auth server does, written as auth_app.
+        let auth_app = sqlx::PgPool::connect_with(auth_roles.app.clone()).await.unwrap();
+        let store = estate_auth::store::Store::Postgres(auth_app);
+        let passwords = estate_auth::passwords::Passwords::new().unwrap();
+        for (user, password) in USERS {
+            store.create_user(user, &passwords.hash(password).unwrap()).await.unwrap();
+        }
+
+        // order-svc's client key (private_key_jwt).
+        let order_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let order_pub = write(d, "order-svc.pub.pem", &order_key.public_key_pem());
+        let order_key_file = write(d, "order-svc.key.pem", &order_key.serialize_pem());
+        std::fs::set_permissions(&order_key_file, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
+
+        let (auth_url, auth_ca) = start_auth(d, &pg, &auth_roles, &order_pub).await;
+        let auth_ca_file = write(d, "auth-ca.pem", &auth_ca);
+        let tokens = |audience: &str| json!({ "issuer": auth_url, "audience": audience, "ca_file": auth_ca_file });
+
+        let inventory = {
+            let settings = json!({
+                "database": pg.database_section(d, "inventory_app", &inventory_roles.app_password).unwrap(),
+                "identity": identity(d, &pki, "inventory", INVENTORY_POLICY),
+                "tokens": tokens("inventory-api"),
+            });
+            let config = estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
+            let app = estate_inventory::Application::build(config).await.unwrap();
+            let addr = app.api_addr();
+            tokio::spawn(app.run_until(std::future::pending()));
+            addr
+        };
+        let payment = {
+            let settings = json!({
+                "database": pg.database_section(d, "payments_app", &payment_roles.app_password).unwrap(),
+                "identity": identity(d, &pki, "payment", PAYMENT_POLICY),
+                "tokens": tokens("payment-api"),
+                "psp": { "url": psp.url(), "ca_file": write(d, "psp-ca.pem", &psp.ca_pem()) },
+                "order_spiffe_id": spiffe("order"),
+                "order_client_id": "order-svc",
+            });
+            let config = estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
+            let app = estate_payment::Application::build(config).await.unwrap();
+            let addr = app.api_addr();
+            tokio::spawn(app.run_until(std::future::pending()));
+            addr
+        };
+        let order = {
+            let settings = json!({
+                "database": pg.database_section(d, "orders_app", &order_roles.app_password).unwrap(),
+                "identity": identity(d, &pki, "order", ORDER_POLICY),
+                "tokens": tokens("order-api"),
+                "oauth": {
+                    "token_endpoint": format!("{auth_url}/token"),
+                    "client_id": "order-svc",
+                    "key": format!("file:{}", order_key_file.display()),
+                    "kid": "order-key",
+                    "ca_file": auth_ca_file,
+                },
+                "inventory": { "url": format!("https://127.0.0.1:{}", inventory.port()), "spiffe_id": spiffe("inventory") },
+                "payment": { "url": format!("https://127.0.0.1:{}", payment.port()), "spiffe_id": spiffe("payment") },
+                "velocity": { "checkouts_per_minute": checkouts.unwrap_or(5) },
+            });
+            let config = estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
+            let app = estate_order::Application::build(config).await.unwrap();
+            let addr = app.api_addr();
+            tokio::spawn(app.run_until(std::future::pending()));
+            addr
+        };
+        let admin = pg.admin_pool().await.unwrap();
+        Self { pki, psp, auth_url, auth_ca, order, payment, inventory, admin, _pg: pg, _dir: dir }
+    }
+
+    /// A real access token of `user` (authorization code + PKCE through the login page).
+    pub async fn user_token(&self, user: &str) -> String {
+        let password = USERS.iter().find(|(u, _)| *u == user).map(|(_, p)| *p).expect("a demo user");
+        let login = estate_testkit::login::Login {
+            base_url: &self.auth_url,
+            client_id: WEB_CLIENT,
+            redirect_uri: WEB_REDIRECT,
+            scope: USER_SCOPE,
+            username: user,
+            password,
+        };
+        let tokens = estate_testkit::login::authorization_code(&login, &self.auth_ca).await.unwrap();
+        tokens["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// An HTTPS client presenting `service`'s SVID and expecting `server`'s.
+    pub fn workload_client(&self, service: &str, server: &str) -> reqwest::Client {
+        let leaf = self.pki.issue(&LeafSpec::spiffe(&spiffe(service))).unwrap();
+        let identity =
+            RotatingIdentity::new(Svid { chain: leaf.chain().unwrap(), key: leaf.private_key().unwrap() }).unwrap();
+        let tls = client_config(identity, &[self.pki.ca_der()], spiffe(server).parse::<SpiffeId>().unwrap()).unwrap();
+        reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap()
+    }
+
+    /// Calls to order as the gateway makes them.
+    pub fn gateway(&self) -> reqwest::Client {
+        self.workload_client("gateway", "order")
+    }
+
+    /// `https://127.0.0.1:<order>/<path>`.
+    pub fn order_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.order.port())
+    }
+
+    /// `https://127.0.0.1:<payment>/<path>`.
+    pub fn payment_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.payment.port())
+    }
+
+    /// Units of `sku` in stock.
+    pub async fn stock(&self, sku: &str) -> i32 {
+        sqlx::query_scalar("SELECT available FROM inventory.products WHERE sku = $1")
+            .bind(sku)
+            .fetch_one(&self.admin)
+            .await
+            .unwrap()
+    }
+
+    /// Count rows of `table` (a fixed, trusted name).
+    pub async fn count(&self, table: &'static str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&self.admin)
+            .await
+            .unwrap()
+    }
+}
+
+/// Start the authorization server on a free port (its issuer URL names the
+/// port, so it is picked first, and again if someone takes it meanwhile).
+async fn start_auth(
+    d: &Path,
+    pg: &TestPostgres,
+    roles: &estate_testkit::ServiceRoles,
+    order_pub: &Path,
+) -> (String, String) {
+    let tls = TestPki::new("estate-edge").unwrap();
+    let files = tls.localhost_server().unwrap().write_to(d, "auth-server").unwrap();
+    let database = estate_testkit::binary::service_toml(&json!({
+        "database": pg.database_section(d, "auth_app", &roles.app_password).unwrap()
+    }));
+    for _ in 0..5 {
+        let port = free_port().unwrap();
+        let issuer = format!("https://localhost:{port}");
+        let toml = format!(
+            r#"
+            [api]
+            bind = "127.0.0.1:{port}"
+            [management]
+            bind = "127.0.0.1:0"
+            [tls]
+            cert = "{cert}"
+            key = "file:{key}"
+            [service]
+            issuer = "{issuer}"
+            dev_generated_signing_key = true
+            {database}
+
+            [[service.clients]]
+            client_id = "{web}"
+            auth = {{ method = "none" }}
+            grant_types = ["authorization_code", "refresh_token"]
+            scopes = ["orders:read", "orders:write", "payments:authorize", "payments:refund"]
+            audiences = ["order-api", "payment-api"]
+            redirect_uris = ["{redirect}"]
+
+            [[service.clients]]
+            client_id = "order-svc"
+            auth = {{ method = "private_key_jwt", public_key_file = "{order_pub}", kid = "order-key" }}
+            grant_types = ["client_credentials", "token_exchange"]
+            scopes = ["inventory:read", "inventory:reserve"]
+            audiences = ["inventory-api"]
+
+            [[service.exchange]]
+            actor = "order-svc"
+            subject_audiences = ["order-api"]
+            audiences = ["payment-api"]
+            scopes = ["payments:authorize"]
+            "#,
+            cert = files.cert.display(),
+            key = files.key.display(),
+            order_pub = order_pub.display(),
+            web = WEB_CLIENT,
+            redirect = WEB_REDIRECT,
+        );
+        let path = write(d, "auth.toml", &toml);
+        type AuthConfig = Config<estate_auth::settings::AuthSettings>;
+        let config = AuthConfig::from_figment(AuthConfig::figment(Some(&path))).unwrap();
+        let Ok(app) = estate_auth::Application::build(config).await else { continue };
+        tokio::spawn(app.run_until(std::future::pending()));
+        return (issuer, tls.ca_pem());
+    }
+    panic!("could not start the authorization server on a free port");
+}
