@@ -11,7 +11,7 @@ use std::path::Path;
 
 use estate_service_kit::Service;
 use estate_service_kit::config::Config;
-use estate_testkit::{LeafSpec, TestPki, TestPostgres, TestPsp, free_port};
+use estate_testkit::{LeafSpec, TestMerchant, TestPki, TestPostgres, TestPsp, free_port};
 use estate_workload_identity::tls::{Svid, client_config};
 use estate_workload_identity::{RotatingIdentity, SpiffeId};
 use serde_json::{Value, json};
@@ -42,6 +42,11 @@ const PAYMENT_POLICY: &str = r#"
 caller = "spiffe://estate.local/ns/estate/sa/order"
 methods = ["POST"]
 paths = ["/v1/payments", "/v1/payments/*/refund"]
+
+[[allow]]
+caller = "spiffe://estate.local/ns/estate/sa/gateway"
+methods = ["POST"]
+paths = ["/v1/webhooks"]
 "#;
 
 const ORDER_POLICY: &str = r#"
@@ -71,6 +76,8 @@ pub struct Estate {
     pub pki: TestPki,
     /// The payment provider simulator.
     pub psp: TestPsp,
+    /// A merchant's webhook endpoint (on 127.0.0.2, exempted from payment's SSRF check).
+    pub merchant: TestMerchant,
     /// The authorization server's base URL (= issuer).
     pub auth_url: String,
     auth_ca: String,
@@ -122,6 +129,7 @@ impl Estate {
         let d = dir.path();
         let pki = TestPki::new("estate-workloads").unwrap();
         let psp = TestPsp::start().await.unwrap();
+        let merchant = TestMerchant::start().await.unwrap();
 
         // Schemas and roles, migrated as each owner; reference data as owners.
         let auth_roles = migrate(&pg, "auth", estate_auth::store::migrator()).await;
@@ -184,6 +192,7 @@ impl Estate {
                 "psp": { "url": psp.url(), "ca_file": write(d, "psp-ca.pem", &psp.ca_pem()) },
                 "order_spiffe_id": spiffe("order"),
                 "order_client_id": "order-svc",
+                "webhooks": { "exempt": ["127.0.0.2"], "ca_file": write(d, "merchant-ca.pem", &merchant.ca_pem()) },
             });
             let config = estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
             let app = estate_payment::Application::build(config).await.unwrap();
@@ -214,7 +223,7 @@ impl Estate {
             addr
         };
         let admin = pg.admin_pool().await.unwrap();
-        Self { pki, psp, auth_url, auth_ca, order, payment, inventory, admin, _pg: pg, _dir: dir }
+        Self { pki, psp, merchant, auth_url, auth_ca, order, payment, inventory, admin, _pg: pg, _dir: dir }
     }
 
     /// A real access token of `user` (authorization code + PKCE through the login page).

@@ -183,6 +183,28 @@ impl EgressClient {
         Ok(url)
     }
 
+    /// Vet `url` and what its host resolves to now — for feedback when a URL
+    /// is registered. Not a substitute for the check at call time (a name
+    /// can resolve elsewhere later): every call resolves and vets again.
+    pub async fn vet_url(&self, url: &str) -> Result<reqwest::Url, EgressError> {
+        let url = self.check_url(url)?;
+        let host = url.host_str().ok_or(EgressError::Url("no host"))?;
+        if host.starts_with('[') || host.parse::<IpAddr>().is_ok() {
+            return Ok(url);
+        }
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, url.port_or_known_default().unwrap_or(443)))
+            .await
+            .map_err(|_| EgressError::Unresolvable)?
+            .collect();
+        if addrs.is_empty() {
+            return Err(EgressError::Unresolvable);
+        }
+        for addr in addrs {
+            vet(addr.ip(), &self.config.exempt).map_err(|class| EgressError::Destination { class })?;
+        }
+        Ok(url)
+    }
+
     /// `POST` `body` as JSON to `url`.
     pub async fn post_json(&self, url: &str, body: &impl serde::Serialize) -> Result<EgressResponse, EgressError> {
         let url = self.check_url(url)?;

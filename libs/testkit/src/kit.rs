@@ -66,9 +66,22 @@ impl TestServer {
         router: axum::Router,
         before_run: impl FnOnce(&estate_service_kit::Server),
     ) -> Result<Self, TestkitError> {
+        Self::serve_at(name, router, std::net::IpAddr::from([127, 0, 0, 1]), before_run).await
+    }
+
+    /// [`Self::serve_with`] on another loopback address (`127.0.0.2` is in
+    /// the test certificates too): a "public" partner that an SSRF-safe
+    /// client may exempt without exempting `127.0.0.1`.
+    pub async fn serve_at(
+        name: &'static str,
+        router: axum::Router,
+        ip: std::net::IpAddr,
+        before_run: impl FnOnce(&estate_service_kit::Server),
+    ) -> Result<Self, TestkitError> {
         let pki = TestPki::new(name)?;
         let dir = tempfile::tempdir().map_err(TestkitError::io("tempdir"))?;
-        let config = config::<estate_service_kit::NoServiceSettings>(&pki, dir.path())?;
+        let mut config = config::<estate_service_kit::NoServiceSettings>(&pki, dir.path())?;
+        config.api.bind = std::net::SocketAddr::new(ip, 0);
         let server = estate_service_kit::Server::bind(
             name,
             &config,
@@ -86,6 +99,11 @@ impl TestServer {
     /// [`Self::serve_with`] with nothing to do before serving.
     pub async fn serve(name: &'static str, router: axum::Router) -> Result<Self, TestkitError> {
         Self::serve_with(name, router, |_| {}).await
+    }
+
+    /// `https://<api ip>:<api port><path>`.
+    pub fn ip_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.api_addr)
     }
 
     /// `https://localhost:<api port><path>`.

@@ -59,7 +59,7 @@ impl LeafSpec {
         Self {
             common_name: "localhost".into(),
             dns: vec!["localhost".into()],
-            ips: vec![IpAddr::from([127, 0, 0, 1])],
+            ips: vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2])],
             uris: Vec::new(),
             validity: Validity::For(Duration::from_secs(3600)),
         }

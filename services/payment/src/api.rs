@@ -44,6 +44,8 @@ pub struct AppState {
     pub order_peer: SpiffeId,
     /// Order's OAuth client id: the required `act.sub` of exchanged tokens.
     pub order_client: String,
+    /// The SSRF-safe client for webhooks.
+    pub egress: estate_egress::EgressClient,
 }
 
 impl FromRef<AppState> for Verifier {
@@ -57,6 +59,7 @@ pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/v1/payments", post(authorize))
         .route("/v1/payments/{id}/refund", post(refund))
+        .route("/v1/webhooks", post(crate::webhooks::register))
         .with_state(state)
 }
 
@@ -246,6 +249,18 @@ async fn authorize(
             .into_response();
     }
     tracing::info!(payment_id = %id, order_id = %body.order_id, status, "payment decided");
+    let event = if status == "authorized" { "payment.authorized" } else { "payment.declined" };
+    crate::webhooks::notify(
+        &state,
+        customer.clone(),
+        crate::webhooks::Event {
+            event,
+            payment_id: id,
+            order_id: body.order_id,
+            amount_cents: body.amount_cents,
+            currency: body.currency.clone(),
+        },
+    );
     match state.load(&customer, "id", id).await {
         Ok(Some(stored)) => (StatusCode::CREATED, Json(stored.view)).into_response(),
         Ok(None) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR).into_response(),
@@ -287,6 +302,17 @@ async fn refund(
             if let Err(error) = state.set_status(&customer, id, "refunded", None, None).await {
                 return internal(&error);
             }
+            crate::webhooks::notify(
+                &state,
+                customer.clone(),
+                crate::webhooks::Event {
+                    event: "payment.refunded",
+                    payment_id: id,
+                    order_id: stored.view.order_id,
+                    amount_cents: stored.view.amount_cents,
+                    currency: stored.view.currency.clone(),
+                },
+            );
             match state.load(&customer, "id", id).await {
                 Ok(Some(stored)) => (StatusCode::OK, Json(stored.view)).into_response(),
                 Ok(None) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR).into_response(),

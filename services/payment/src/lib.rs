@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod psp;
+pub mod webhooks;
 
 use anyhow::Context;
 use estate_platform::{Built, Platform, PlatformSettings};
@@ -39,6 +40,9 @@ pub struct PaymentSettings {
     pub order_spiffe_id: String,
     /// Order's OAuth client id (the `act.sub` of exchanged tokens).
     pub order_client_id: String,
+    /// Webhook delivery.
+    #[serde(default)]
+    pub webhooks: webhooks::WebhookSettings,
 }
 
 impl PaymentSettings {
@@ -54,7 +58,11 @@ impl PaymentSettings {
 
 impl DevSettings for PaymentSettings {
     fn dev_settings(&self) -> Vec<String> {
-        self.platform().dev_settings()
+        let mut found = self.platform().dev_settings();
+        if !self.webhooks.exempt.is_empty() {
+            found.push("service.webhooks.exempt is not empty (SSRF exemptions are for simulators)".to_owned());
+        }
+        found
     }
 }
 
@@ -62,7 +70,10 @@ impl DevSettings for PaymentSettings {
 pub fn migrator() -> Migrator {
     estate_secrets::database::embedded_migrator(
         "payments",
-        &[(1, "payments", include_str!("../migrations/0001_payments.sql"))],
+        &[
+            (1, "payments", include_str!("../migrations/0001_payments.sql")),
+            (2, "webhooks", include_str!("../migrations/0002_webhooks.sql")),
+        ],
     )
 }
 
@@ -95,6 +106,7 @@ impl Service for Application {
             audit: platform.audit.clone(),
             order_peer: settings.order_spiffe_id.parse().ok().context("service.order_spiffe_id is not a SPIFFE ID")?,
             order_client: settings.order_client_id.clone(),
+            egress: settings.webhooks.client()?,
         };
         let server = platform.bind(Self::NAME, &config, api::router(state)).await?;
         Ok(Self(Built::new(server, platform)))
