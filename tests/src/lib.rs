@@ -83,6 +83,9 @@ pub struct Estate {
     auth_ca: String,
     /// Order's API address.
     pub order: SocketAddr,
+    /// Order's management address (health, metrics, admin API).
+    pub order_management: SocketAddr,
+    ops_secret: String,
     /// Payment's API address.
     pub payment: SocketAddr,
     /// Inventory's API address.
@@ -168,7 +171,8 @@ impl Estate {
         let order_key_file = write(d, "order-svc.key.pem", &order_key.serialize_pem());
         std::fs::set_permissions(&order_key_file, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
 
-        let (auth_url, auth_ca) = start_auth(d, &pg, &auth_roles, &order_pub).await;
+        let ops_secret = random_secret();
+        let (auth_url, auth_ca) = start_auth(d, &pg, &auth_roles, &order_pub, &sha256_hex(&ops_secret)).await;
         let auth_ca_file = write(d, "auth-ca.pem", &auth_ca);
         let tokens = |audience: &str| json!({ "issuer": auth_url, "audience": audience, "ca_file": auth_ca_file });
 
@@ -200,7 +204,7 @@ impl Estate {
             tokio::spawn(app.run_until(std::future::pending()));
             addr
         };
-        let order = {
+        let (order, order_management) = {
             let settings = json!({
                 "database": pg.database_section(d, "orders_app", &order_roles.app_password).unwrap(),
                 "identity": identity(d, &pki, "order", ORDER_POLICY),
@@ -218,12 +222,26 @@ impl Estate {
             });
             let config = estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
             let app = estate_order::Application::build(config).await.unwrap();
-            let addr = app.api_addr();
+            let addrs = (app.api_addr(), app.management_addr());
             tokio::spawn(app.run_until(std::future::pending()));
-            addr
+            addrs
         };
         let admin = pg.admin_pool().await.unwrap();
-        Self { pki, psp, merchant, auth_url, auth_ca, order, payment, inventory, admin, _pg: pg, _dir: dir }
+        Self {
+            pki,
+            psp,
+            merchant,
+            auth_url,
+            auth_ca,
+            order,
+            order_management,
+            ops_secret,
+            payment,
+            inventory,
+            admin,
+            _pg: pg,
+            _dir: dir,
+        }
     }
 
     /// A real access token of `user` (authorization code + PKCE through the login page).
@@ -239,6 +257,26 @@ impl Estate {
         };
         let tokens = estate_testkit::login::authorization_code(&login, &self.auth_ca).await.unwrap();
         tokens["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// An `admin:*` token of the operations console (client credentials).
+    pub async fn admin_token(&self) -> String {
+        let ca = reqwest::Certificate::from_pem(self.auth_ca.as_bytes()).unwrap();
+        let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+        let response = http
+            .post(format!("{}/token", self.auth_url))
+            .basic_auth("ops-console", Some(&self.ops_secret))
+            .form(&[("grant_type", "client_credentials"), ("scope", "admin:*"), ("resource", "order-api")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        response.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// `https://localhost:<order management>/<path>` and a client for it.
+    pub fn order_management(&self, path: &str) -> (reqwest::Client, String) {
+        (self.pki.https_client().unwrap(), format!("https://localhost:{}{path}", self.order_management.port()))
     }
 
     /// An HTTPS client presenting `service`'s SVID and expecting `server`'s.
@@ -283,6 +321,16 @@ impl Estate {
     }
 }
 
+/// A throwaway test secret: two v4 UUIDs (244 random bits from the OS-seeded generator).
+fn random_secret() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+fn sha256_hex(secret: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Start the authorization server on a free port (its issuer URL names the
 /// port, so it is picked first, and again if someone takes it meanwhile).
 async fn start_auth(
@@ -290,6 +338,7 @@ async fn start_auth(
     pg: &TestPostgres,
     roles: &estate_testkit::ServiceRoles,
     order_pub: &Path,
+    ops_digest: &str,
 ) -> (String, String) {
     let tls = TestPki::new("estate-edge").unwrap();
     let files = tls.localhost_server().unwrap().write_to(d, "auth-server").unwrap();
@@ -327,6 +376,13 @@ async fn start_auth(
             grant_types = ["client_credentials", "token_exchange"]
             scopes = ["inventory:read", "inventory:reserve"]
             audiences = ["inventory-api"]
+
+            [[service.clients]]
+            client_id = "ops-console"
+            auth = {{ method = "client_secret_basic", secret_sha256 = "{ops_digest}" }}
+            grant_types = ["client_credentials"]
+            scopes = ["admin:*"]
+            audiences = ["order-api"]
 
             [[service.exchange]]
             actor = "order-svc"

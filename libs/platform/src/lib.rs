@@ -91,15 +91,22 @@ impl Platform {
         Ok(Self { audit, openbao, pool, identity, verifier })
     }
 
-    /// Step 5: `api` behind the east-west policy on an mTLS listener.
-    pub async fn bind<S>(&self, service: &'static str, config: &Config<S>, api: Router) -> anyhow::Result<Server> {
+    /// Step 5: `api` behind the east-west policy on an mTLS listener;
+    /// `management` (admin API, OpenAPI document) on the management listener.
+    pub async fn bind<S>(
+        &self,
+        service: &'static str,
+        config: &Config<S>,
+        api: Router,
+        management: Router,
+    ) -> anyhow::Result<Server> {
         let api = api.layer(axum::middleware::from_fn_with_state(
             self.identity.policy().clone(),
             estate_workload_identity::enforce,
         ));
         let readiness = Readiness::new(vec![Box::new(DatabaseReady(self.pool.clone()))]);
         let server =
-            Server::bind_with_api_tls(service, config, api, readiness, Some(self.identity.server_tls()?)).await?;
+            Server::bind_full(service, config, api, readiness, Some(self.identity.server_tls()?), management).await?;
         server.observe_audit(&self.audit);
         Ok(server)
     }

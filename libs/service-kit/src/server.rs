@@ -75,6 +75,20 @@ impl Server {
         readiness: Readiness,
         api_tls: Option<ServerTls>,
     ) -> Result<Self, StartError> {
+        Self::bind_full(name, config, api_router, readiness, api_tls, Router::new()).await
+    }
+
+    /// The same, with more routes on the management listener (an admin API
+    /// with its own authorization, the OpenAPI document): never on the API
+    /// listener, so nothing that reaches the API can reach them.
+    pub async fn bind_full<S>(
+        name: &'static str,
+        config: &Config<S>,
+        api_router: Router,
+        readiness: Readiness,
+        api_tls: Option<ServerTls>,
+        management_routes: Router,
+    ) -> Result<Self, StartError> {
         let tls = ServerTls::new(CertifiedKey::load(&config.tls, config.mode)?.into_server_config()?);
         let api_tls = api_tls.unwrap_or_else(|| tls.clone());
         let metrics = Metrics::new(name);
@@ -84,7 +98,7 @@ impl Server {
 
         let api_router = apply_stack(api_router, limits, metrics.api());
         let management_router = apply_stack(
-            management::router(readiness.clone(), metrics.clone(), metrics_token),
+            management::router(readiness.clone(), metrics.clone(), metrics_token).merge(management_routes),
             limits,
             metrics.management(),
         );

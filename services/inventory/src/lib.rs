@@ -96,7 +96,7 @@ impl Service for Application {
 
     async fn build(config: Config<Self::Settings>) -> anyhow::Result<Self> {
         let platform = Platform::start(Self::NAME, config.service.platform(), &config.audit).await?;
-        let server = platform.bind(Self::NAME, &config, api_router(&platform)).await?;
+        let server = platform.bind(Self::NAME, &config, api_router(&platform), Router::new()).await?;
         Ok(Self(Built::new(server, platform)))
     }
 

@@ -10,6 +10,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -21,7 +22,7 @@ use estate_service_kit::Problem;
 use estate_service_kit::dto::Dto;
 use estate_service_kit::problem::FieldError;
 use estate_service_kit::telemetry::spawn_traced;
-use estate_tokens::scopes::{OrdersRead, OrdersWrite};
+use estate_tokens::scopes::{Admin, OrdersRead, OrdersWrite};
 use estate_tokens::{Scoped, VerifiedToken, Verifier};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -93,6 +94,7 @@ pub struct AppState {
     verifier: Verifier,
     audit: estate_audit::AuditLog,
     limiters: Arc<Limiters>,
+    checkout_enabled: Arc<AtomicBool>,
 }
 
 impl FromRef<AppState> for Verifier {
@@ -116,7 +118,15 @@ impl AppState {
             checkout: RateLimiter::keyed(Quota::per_minute(per(velocity.checkouts_per_minute))),
             refund: RateLimiter::keyed(Quota::per_hour(per(velocity.refunds_per_hour))),
         };
-        Self { orders, inventory, payment, verifier, audit, limiters: Arc::new(limiters) }
+        Self {
+            orders,
+            inventory,
+            payment,
+            verifier,
+            audit,
+            limiters: Arc::new(limiters),
+            checkout_enabled: Arc::new(AtomicBool::new(true)),
+        }
     }
 }
 
@@ -128,6 +138,45 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/v1/orders/{id}/cancel", post(cancel_order))
         .route("/v1/orders/{id}/refund", post(refund_order))
         .with_state(state)
+}
+
+/// The admin routes, for the management listener only (OWASP API5): they
+/// need an `admin:*` token, which no user holds, and the API listener does
+/// not serve them at all.
+pub fn admin_router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/admin/v1/checkout", axum::routing::put(set_checkout).get(get_checkout))
+        .with_state(state)
+}
+
+/// `PUT /admin/v1/checkout`: the checkout switch (incident response: stop
+/// taking orders without stopping the service).
+#[derive(Debug, Deserialize, Serialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutSwitch {
+    /// Whether new orders are taken.
+    pub enabled: bool,
+}
+
+async fn get_checkout(State(state): State<AppState>, Scoped(..): Scoped<Admin>) -> Response {
+    Json(CheckoutSwitch { enabled: state.checkout_enabled.load(Ordering::SeqCst) }).into_response()
+}
+
+async fn set_checkout(
+    State(state): State<AppState>,
+    Scoped(token, ..): Scoped<Admin>,
+    Dto(body): Dto<CheckoutSwitch>,
+) -> Response {
+    state.checkout_enabled.store(body.enabled, Ordering::SeqCst);
+    tracing::warn!(enabled = body.enabled, "checkout switched by an administrator");
+    state.audit.emit(
+        AuditEvent::new(Action::AdminAction, Outcome::Success)
+            .reason(if body.enabled { "checkout_enabled" } else { "checkout_paused" })
+            .user(token.subject().as_str())
+            .client(token.client_id().map_or("", |c| c.as_str()))
+            .token_id(token.jti().map_or("", |j| j.as_str())),
+    );
+    Json(body).into_response()
 }
 
 // ------------------------------------------------------------------ DTOs
@@ -293,6 +342,12 @@ async fn create_order(
     headers: HeaderMap,
     Dto(body): Dto<CreateOrder>,
 ) -> Response {
+    if !state.checkout_enabled.load(Ordering::SeqCst) {
+        return Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+            .with_detail("checkout is paused; try again later")
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("60"))
+            .into_response();
+    }
     let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).and_then(IdempotencyKey::parse) else {
         return Problem::typed(StatusCode::BAD_REQUEST, problems::IDEMPOTENCY_KEY_REQUIRED, "Idempotency-Key required")
             .with_detail("send an Idempotency-Key header of 8 to 64 characters [A-Za-z0-9_-]")

@@ -131,7 +131,7 @@ impl Service for Application {
             platform.audit.clone(),
             settings.velocity,
         );
-        let server = platform.bind(Self::NAME, &config, api::router(state)).await?;
+        let server = platform.bind(Self::NAME, &config, api::router(state.clone()), api::admin_router(state)).await?;
         Ok(Self(Built::new(server, platform)))
     }
 

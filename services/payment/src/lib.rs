@@ -108,7 +108,7 @@ impl Service for Application {
             order_client: settings.order_client_id.clone(),
             egress: settings.webhooks.client()?,
         };
-        let server = platform.bind(Self::NAME, &config, api::router(state)).await?;
+        let server = platform.bind(Self::NAME, &config, api::router(state), axum::Router::new()).await?;
         Ok(Self(Built::new(server, platform)))
     }
 
