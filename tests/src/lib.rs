@@ -47,6 +47,11 @@ paths = ["/v1/payments", "/v1/payments/*/refund"]
 caller = "spiffe://estate.local/ns/estate/sa/gateway"
 methods = ["POST"]
 paths = ["/v1/webhooks"]
+
+[[allow]]
+caller = "spiffe://estate.local/ns/estate/sa/gateway"
+methods = ["GET"]
+paths = ["/v1/payments/*"]
 "#;
 
 const ORDER_POLICY: &str = r#"
@@ -88,6 +93,8 @@ pub struct Estate {
     ops_secret: String,
     /// Payment's API address.
     pub payment: SocketAddr,
+    /// Payment's management address.
+    pub payment_management: SocketAddr,
     /// Inventory's API address.
     pub inventory: SocketAddr,
     /// Superuser pool (for assertions on stored state).
@@ -188,7 +195,7 @@ impl Estate {
             tokio::spawn(app.run_until(std::future::pending()));
             addr
         };
-        let payment = {
+        let (payment, payment_management) = {
             let settings = json!({
                 "database": pg.database_section(d, "payments_app", &payment_roles.app_password).unwrap(),
                 "identity": identity(d, &pki, "payment", PAYMENT_POLICY),
@@ -200,9 +207,9 @@ impl Estate {
             });
             let config = estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
             let app = estate_payment::Application::build(config).await.unwrap();
-            let addr = app.api_addr();
+            let addrs = (app.api_addr(), app.management_addr());
             tokio::spawn(app.run_until(std::future::pending()));
-            addr
+            addrs
         };
         let (order, order_management) = {
             let settings = json!({
@@ -237,6 +244,7 @@ impl Estate {
             order_management,
             ops_secret,
             payment,
+            payment_management,
             inventory,
             admin,
             _pg: pg,
@@ -277,6 +285,11 @@ impl Estate {
     /// `https://localhost:<order management>/<path>` and a client for it.
     pub fn order_management(&self, path: &str) -> (reqwest::Client, String) {
         (self.pki.https_client().unwrap(), format!("https://localhost:{}{path}", self.order_management.port()))
+    }
+
+    /// The same for payment's management listener.
+    pub fn payment_management(&self, path: &str) -> (reqwest::Client, String) {
+        (self.pki.https_client().unwrap(), format!("https://localhost:{}{path}", self.payment_management.port()))
     }
 
     /// An HTTPS client presenting `service`'s SVID and expecting `server`'s.

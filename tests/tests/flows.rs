@@ -336,6 +336,14 @@ async fn flow_tx_and_relay_payment_refuses_user_tokens_wrong_peers_and_foreign_p
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(estate.psp.refunds(), 0);
     assert_eq!(estate.count("payments.payments").await, 1, "no payment from a refused call");
+    // Reading a payment through the gateway: the owner only.
+    let as_gateway = estate.workload_client("gateway", "payment");
+    let read = estate.payment_url(&format!("/v1/payments/{payment_id}"));
+    let response = as_gateway.get(&read).bearer_auth(&bob).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND, "api1: bob reads alice's payment");
+    let view: Value = as_gateway.get(&read).bearer_auth(&alice).send().await.unwrap().json().await.unwrap();
+    assert_eq!((view["status"].as_str(), view["card_last4"].as_str()), (Some("authorized"), Some("4242")));
+    assert!(view.get("psp_reference").is_none() && view.get("customer_id").is_none(), "{view}");
     // The legitimate relay: alice's token via order's workload.
     let response = as_order.post(estate.payment_url(&refund)).bearer_auth(&alice).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);

@@ -23,6 +23,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An RFC 9457 problem.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     #[serde(rename = "type")]
     type_uri: String,
@@ -40,6 +41,7 @@ pub struct Problem {
 /// One invalid input field: its path (`lines[0].quantity`) and the rule it
 /// broke (`range`, `length` …) — both chosen in code, never the value sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// Path of the field in the request body.
     pub field: String,

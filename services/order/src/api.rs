@@ -16,7 +16,6 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRef, Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use estate_audit::{Action, AuditEvent, Outcome};
 use estate_service_kit::Problem;
 use estate_service_kit::dto::Dto;
@@ -28,6 +27,9 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 use validator::Validate;
 
@@ -130,38 +132,76 @@ impl AppState {
     }
 }
 
-/// The API routes.
-pub fn router(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/v1/orders", post(create_order).get(list_orders))
-        .route("/v1/orders/{id}", get(get_order).patch(patch_order))
-        .route("/v1/orders/{id}/cancel", post(cancel_order))
-        .route("/v1/orders/{id}/refund", post(refund_order))
+/// The API routes and their OpenAPI document — one source: a route exists
+/// only through `routes!` of an annotated handler, so what is served and
+/// what is documented cannot drift apart (API9).
+pub fn router(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create_order, list_orders))
+        .routes(routes!(get_order, patch_order))
+        .routes(routes!(cancel_order))
+        .routes(routes!(refund_order))
         .with_state(state)
+        .split_for_parts()
 }
 
 /// The admin routes, for the management listener only (OWASP API5): they
 /// need an `admin:*` token, which no user holds, and the API listener does
-/// not serve them at all.
-pub fn admin_router(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/admin/v1/checkout", axum::routing::put(set_checkout).get(get_checkout))
+/// not serve them at all. The management listener also serves both
+/// OpenAPI documents (`/openapi.json`, `/admin/openapi.json`).
+pub fn management_router(state: AppState, api_doc: utoipa::openapi::OpenApi) -> axum::Router {
+    let (admin, admin_doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(get_checkout, set_checkout))
         .with_state(state)
+        .split_for_parts();
+    let api_doc = Arc::new(api_doc);
+    let admin_doc = Arc::new(admin_doc);
+    admin
+        .route("/openapi.json", axum::routing::get(move || async move { Json(api_doc.as_ref().clone()) }))
+        .route("/admin/openapi.json", axum::routing::get(move || async move { Json(admin_doc.as_ref().clone()) }))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Estate order API", version = "1", description = "Orders of the signed-in user. Every error is application/problem+json."),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
 }
 
 /// `PUT /admin/v1/checkout`: the checkout switch (incident response: stop
 /// taking orders without stopping the service).
-#[derive(Debug, Deserialize, Serialize, Validate)]
+#[derive(Debug, Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutSwitch {
     /// Whether new orders are taken.
     pub enabled: bool,
 }
 
+#[utoipa::path(get, path = "/admin/v1/checkout", tag = "admin",
+    responses((status = 200, body = CheckoutSwitch), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = ["admin:*"])))]
 async fn get_checkout(State(state): State<AppState>, Scoped(..): Scoped<Admin>) -> Response {
     Json(CheckoutSwitch { enabled: state.checkout_enabled.load(Ordering::SeqCst) }).into_response()
 }
 
+#[utoipa::path(put, path = "/admin/v1/checkout", tag = "admin", request_body = CheckoutSwitch,
+    responses((status = 200, body = CheckoutSwitch), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 415, body = Problem)),
+    security(("bearer" = ["admin:*"])))]
 async fn set_checkout(
     State(state): State<AppState>,
     Scoped(token, ..): Scoped<Admin>,
@@ -182,7 +222,7 @@ async fn set_checkout(
 // ------------------------------------------------------------------ DTOs
 
 /// `POST /v1/orders`: products and quantities, an optional note. Nothing else.
-#[derive(Debug, Deserialize, Serialize, Validate)]
+#[derive(Debug, Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
     /// 1..=50 lines.
@@ -194,7 +234,7 @@ pub struct CreateOrder {
 }
 
 /// One requested line.
-#[derive(Debug, Deserialize, Serialize, Validate)]
+#[derive(Debug, Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineDto {
     /// Product code.
@@ -206,7 +246,7 @@ pub struct LineDto {
 }
 
 /// `PATCH /v1/orders/{id}`: only the delivery note can change.
-#[derive(Debug, Deserialize, Serialize, Validate)]
+#[derive(Debug, Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchOrder {
     /// Up to 500 characters.
@@ -215,7 +255,8 @@ pub struct PatchOrder {
 }
 
 /// `GET /v1/orders` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Page size (capped at 50).
@@ -225,7 +266,7 @@ pub struct ListQuery {
 }
 
 /// An order as clients see it: no owner, no payment reference.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     id: Uuid,
     status: Status,
@@ -255,7 +296,7 @@ impl From<Order> for OrderView {
 }
 
 /// A page of orders.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderPage {
     items: Vec<OrderView>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -336,6 +377,18 @@ fn digest(lines: &[RequestedLine], note: Option<&DeliveryNote>) -> String {
 
 // ------------------------------------------------------------------ handlers
 
+#[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = CreateOrder,
+    params(("Idempotency-Key" = String, Header, description = "8-64 of [A-Za-z0-9_-]; a retry with the same key gets the same order")),
+    responses(
+        (status = 201, description = "Placed: confirmed, or failed with a reason (stock released)", body = OrderView),
+        (status = 200, description = "A retry: the order made under this key", body = OrderView),
+        (status = 400, description = "Malformed body or missing Idempotency-Key", body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem),
+        (status = 422, description = "Invalid lines, or the key was used for another order", body = Problem),
+        (status = 429, description = "Per-user checkout velocity", body = Problem),
+        (status = 503, description = "Checkout paused", body = Problem)),
+    security(("bearer" = ["orders:write"])))]
 async fn create_order(
     State(state): State<AppState>,
     Scoped(token, ..): Scoped<OrdersWrite>,
@@ -485,6 +538,9 @@ async fn checkout(
     orders.get(order.id).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", params(ListQuery),
+    responses((status = 200, body = OrderPage), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = ["orders:read"])))]
 async fn list_orders(
     State(state): State<AppState>,
     Scoped(token, ..): Scoped<OrdersRead>,
@@ -512,6 +568,10 @@ async fn list_orders(
     }
 }
 
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = String, Path, description = "Order id")),
+    responses((status = 200, body = OrderView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, description = "Missing, or another user's", body = Problem)),
+    security(("bearer" = ["orders:read"])))]
 async fn get_order(
     State(state): State<AppState>,
     Scoped(token, ..): Scoped<OrdersRead>,
@@ -526,6 +586,11 @@ async fn get_order(
     }
 }
 
+#[utoipa::path(patch, path = "/v1/orders/{id}", tag = "orders", request_body = PatchOrder,
+    params(("id" = String, Path, description = "Order id")),
+    responses((status = 200, body = OrderView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = ["orders:write"])))]
 async fn patch_order(
     State(state): State<AppState>,
     Scoped(token, ..): Scoped<OrdersWrite>,
@@ -544,6 +609,11 @@ async fn patch_order(
     }
 }
 
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", params(("id" = String, Path, description = "Order id")),
+    responses((status = 200, description = "Cancelled: refunded and stock released", body = OrderView), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 429, body = Problem),
+        (status = 502, body = Problem)),
+    security(("bearer" = ["orders:write"])))]
 async fn cancel_order(
     State(state): State<AppState>,
     Scoped(token, ..): Scoped<OrdersWrite>,
@@ -552,6 +622,11 @@ async fn cancel_order(
     money_back(state, token, id, Status::Cancelled).await
 }
 
+#[utoipa::path(post, path = "/v1/orders/{id}/refund", tag = "orders", params(("id" = String, Path, description = "Order id")),
+    responses((status = 200, description = "Refunded", body = OrderView), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 429, body = Problem),
+        (status = 502, body = Problem)),
+    security(("bearer" = ["orders:write"])))]
 async fn refund_order(
     State(state): State<AppState>,
     Scoped(token, ..): Scoped<OrdersWrite>,

@@ -27,7 +27,8 @@ impl CustomerId {
 }
 
 /// A product code (`^[A-Z0-9][A-Z0-9-]{0,63}$`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[schema(value_type = String, pattern = "^[A-Z0-9][A-Z0-9-]{0,63}$")]
 pub struct Sku(String);
 
 impl Sku {
@@ -56,7 +57,7 @@ pub struct RequestedLine {
 }
 
 /// A priced line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PricedLine {
     /// The product.
     pub sku: Sku,
@@ -102,7 +103,7 @@ impl DeliveryNote {
 }
 
 /// Where an order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Created; stock and payment in progress.
@@ -143,7 +144,7 @@ impl Status {
 }
 
 /// Why an order failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     /// Not enough stock.

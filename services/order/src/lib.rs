@@ -131,7 +131,8 @@ impl Service for Application {
             platform.audit.clone(),
             settings.velocity,
         );
-        let server = platform.bind(Self::NAME, &config, api::router(state.clone()), api::admin_router(state)).await?;
+        let (api, api_doc) = api::router(state.clone());
+        let server = platform.bind(Self::NAME, &config, api, api::management_router(state, api_doc)).await?;
         Ok(Self(Built::new(server, platform)))
     }
 

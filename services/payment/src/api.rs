@@ -14,16 +14,18 @@
 use axum::Json;
 use axum::extract::{FromRef, Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use estate_audit::{Action, AuditEvent, Outcome};
 use estate_service_kit::Problem;
 use estate_service_kit::dto::Dto;
-use estate_tokens::scopes::{PaymentsAuthorize, PaymentsRefund};
+use estate_tokens::scopes::{OrdersRead, PaymentsAuthorize, PaymentsRefund};
 use estate_tokens::{Scoped, VerifiedToken, Verifier};
 use estate_workload_identity::{Peer, SpiffeId};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 use validator::Validate;
 
@@ -54,17 +56,47 @@ impl FromRef<AppState> for Verifier {
     }
 }
 
-/// The routes.
-pub fn router(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/v1/payments", post(authorize))
-        .route("/v1/payments/{id}/refund", post(refund))
-        .route("/v1/webhooks", post(crate::webhooks::register))
+/// The routes and their OpenAPI document, from one source (see order's API).
+pub fn router(state: AppState) -> (axum::Router, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(authorize))
+        .routes(routes!(refund))
+        .routes(routes!(get_payment))
+        .routes(routes!(crate::webhooks::register))
         .with_state(state)
+        .split_for_parts()
+}
+
+/// The management listener's extra routes: the OpenAPI document.
+pub fn management_router(api_doc: utoipa::openapi::OpenApi) -> axum::Router {
+    let api_doc = std::sync::Arc::new(api_doc);
+    axum::Router::new()
+        .route("/openapi.json", axum::routing::get(move || async move { Json(api_doc.as_ref().clone()) }))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Estate payment API", version = "1", description = "Money moves only for the order workload (mTLS) acting for the user (token). Every error is application/problem+json."),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
 }
 
 /// `POST /v1/payments`: set by order from its own records, never by a user.
-#[derive(Debug, Deserialize, Serialize, Validate)]
+#[derive(Debug, Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeDto {
     /// The order paid for.
@@ -78,7 +110,7 @@ pub struct AuthorizeDto {
 }
 
 /// A payment as callers see it: no provider reference, no card beyond last4.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PaymentView {
     id: Uuid,
     order_id: Uuid,
@@ -161,6 +193,15 @@ impl AppState {
     }
 }
 
+#[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = AuthorizeDto,
+    responses(
+        (status = 201, description = "Decided: authorized or declined", body = PaymentView),
+        (status = 200, description = "The order's payment, made before", body = PaymentView),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, description = "Not order's workload, or not an exchanged token acting for order", body = Problem),
+        (status = 409, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
+        (status = 502, description = "The provider failed; nothing was charged", body = Problem)),
+    security(("bearer" = ["payments:authorize"])))]
 async fn authorize(
     State(state): State<AppState>,
     peer: Peer,
@@ -268,6 +309,12 @@ async fn authorize(
     }
 }
 
+#[utoipa::path(post, path = "/v1/payments/{id}/refund", tag = "payments", params(("id" = String, Path, description = "Payment id")),
+    responses((status = 200, body = PaymentView), (status = 401, body = Problem),
+        (status = 403, description = "Not order's workload, or not the user's own token", body = Problem),
+        (status = 404, description = "Missing, or another user's", body = Problem), (status = 409, body = Problem),
+        (status = 502, body = Problem)),
+    security(("bearer" = ["payments:refund"])))]
 async fn refund(
     State(state): State<AppState>,
     peer: Peer,
@@ -322,5 +369,30 @@ async fn refund(
         _ => {
             Problem::new(StatusCode::CONFLICT).with_detail("only an authorized payment can be refunded").into_response()
         }
+    }
+}
+
+/// `GET /v1/payments/{id}`: the owner's view of a payment (through the
+/// gateway, with the user's token). The closed scope set has no
+/// `payments:read`: reading one's own payment is part of reading one's
+/// orders (`orders:read`).
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments", params(("id" = String, Path, description = "Payment id")),
+    responses((status = 200, body = PaymentView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, description = "Missing, or another user's", body = Problem)),
+    security(("bearer" = ["orders:read"])))]
+async fn get_payment(
+    State(state): State<AppState>,
+    peer: Peer,
+    Scoped(token, ..): Scoped<OrdersRead>,
+    Path(id): Path<String>,
+) -> Response {
+    let customer = token.subject().as_str().to_owned();
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return state.deny(&token, &peer, StatusCode::NOT_FOUND, "payment_not_found");
+    };
+    match state.load(&customer, "id", id).await {
+        Ok(Some(stored)) => Json(stored.view).into_response(),
+        Ok(None) => state.deny(&token, &peer, StatusCode::NOT_FOUND, "payment_not_found"),
+        Err(error) => internal(&error),
     }
 }

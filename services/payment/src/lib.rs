@@ -108,7 +108,8 @@ impl Service for Application {
             order_client: settings.order_client_id.clone(),
             egress: settings.webhooks.client()?,
         };
-        let server = platform.bind(Self::NAME, &config, api::router(state), axum::Router::new()).await?;
+        let (api, api_doc) = api::router(state);
+        let server = platform.bind(Self::NAME, &config, api, api::management_router(api_doc)).await?;
         Ok(Self(Built::new(server, platform)))
     }
 

@@ -62,7 +62,7 @@ impl WebhookSettings {
 }
 
 /// `POST /v1/webhooks`.
-#[derive(Debug, Deserialize, Serialize, Validate)]
+#[derive(Debug, Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterWebhook {
     /// The callback (https).
@@ -71,7 +71,7 @@ pub struct RegisterWebhook {
 }
 
 /// A registered webhook.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookView {
     id: Uuid,
     url: String,
@@ -106,6 +106,11 @@ fn refused_class(error: &EgressError) -> &'static str {
 }
 
 /// Register a callback URL for the caller's payment events.
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = RegisterWebhook,
+    responses((status = 201, body = WebhookView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem), (status = 415, body = Problem),
+        (status = 422, description = "Refused destination (the address class is the error code)", body = Problem)),
+    security(("bearer" = ["orders:write"])))]
 pub async fn register(
     State(state): State<AppState>,
     Scoped(token, ..): Scoped<OrdersWrite>,
