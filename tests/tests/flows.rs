@@ -349,3 +349,53 @@ async fn flow_tx_and_relay_payment_refuses_user_tokens_wrong_peers_and_foreign_p
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(estate.psp.refunds(), 1);
 }
+
+fn subject_of(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["sub"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn api4_order_pages_are_capped_and_cursors_walk_the_whole_list() {
+    let estate = Estate::start().await;
+    let alice = estate.user_token("alice").await;
+    let sub = subject_of(&alice);
+    // 60 orders, written directly (the checkout velocity limit would take an hour).
+    for i in 0..60 {
+        sqlx::query(
+            "INSERT INTO orders.orders (id, customer_id, status, total_cents, idempotency_key, failure_reason) \
+             VALUES ($1, $2, 'failed', 0, $3, 'out_of_stock')",
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(&sub)
+        .bind(format!("seeded-key-{i:04}"))
+        .execute(&estate.admin)
+        .await
+        .unwrap();
+    }
+    let (status, page) = send(&estate, reqwest::Method::GET, "/v1/orders?limit=1000", &alice, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"].as_array().unwrap().len(), 50, "capped at 50");
+    let after = page["next_after"].as_str().unwrap();
+    let (_, rest) =
+        send(&estate, reqwest::Method::GET, &format!("/v1/orders?limit=50&after={after}"), &alice, None).await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 10);
+    assert!(rest.get("next_after").is_none());
+    let mut ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["items"].as_array().unwrap())
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 60, "every order exactly once");
+    for bad in ["/v1/orders?limit=abc", "/v1/orders?limit=-1", "/v1/orders?page=2", "/v1/orders?after=1%20OR%201=1"] {
+        let (status, problem) = send(&estate, reqwest::Method::GET, bad, &alice, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {problem}");
+    }
+}
