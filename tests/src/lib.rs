@@ -11,9 +11,9 @@ use std::path::Path;
 
 use estate_service_kit::Service;
 use estate_service_kit::config::Config;
-use estate_testkit::{LeafSpec, TestMerchant, TestPki, TestPostgres, TestPsp, free_port};
-use estate_workload_identity::tls::{Svid, client_config};
-use estate_workload_identity::{RotatingIdentity, SpiffeId};
+use estate_testkit::{TestMerchant, TestOpenBao, TestPki, TestPostgres, TestPsp, free_port};
+use estate_workload_identity::SpiffeId;
+use estate_workload_identity::tls::client_config_from_pem;
 use serde_json::{Value, json};
 
 /// The SPIFFE ID of an estate workload.
@@ -77,8 +77,12 @@ pub const PRODUCTS: [(&str, &str, i32, i64); 3] =
 
 /// A running estate.
 pub struct Estate {
-    /// The workloads' CA (SVIDs of every service).
+    /// The CA of the management listeners' server certificates.
     pub pki: TestPki,
+    /// The workloads' trust bundle (OpenBao's PKI CA), PEM.
+    pub bundle: String,
+    svids: std::collections::HashMap<&'static str, (String, String)>,
+    _bao: TestOpenBao,
     /// The payment provider simulator.
     pub psp: TestPsp,
     /// A merchant's webhook endpoint (on 127.0.0.2, exempted from payment's SSRF check).
@@ -116,14 +120,31 @@ fn write(dir: &Path, name: &str, contents: &str) -> std::path::PathBuf {
     path
 }
 
-/// `[service.identity]` for `service`, with its SVID from `pki`.
-fn identity(dir: &Path, pki: &TestPki, service: &str, policy: &str) -> Value {
-    let files = pki.issue(&LeafSpec::spiffe(&spiffe(service))).unwrap().write_to(dir, service).unwrap();
+/// `[service.identity]` for `service`: its SVID issued (and renewed) by
+/// OpenBao's PKI engine, the PKI's CA as the bundle.
+fn identity(dir: &Path, bundle: &str, service: &str, policy: &str) -> Value {
     json!({
-        "bundle_file": write(dir, "bundle.pem", &pki.ca_pem()),
+        "bundle_file": write(dir, "bundle.pem", bundle),
         "policy_file": write(dir, &format!("{service}-policy.toml"), policy),
-        "svid": { "source": "files", "cert_file": files.cert, "key_file": files.key },
+        "svid": { "source": "openbao", "role": service, "spiffe_id": spiffe(service), "ttl_secs": 3600 },
     })
+}
+
+/// `[service.openbao]` (AppRole) and `[service.database]` (logins leased by
+/// OpenBao's database engine) for `service` on `schema`.
+fn platform_secrets(
+    dir: &Path,
+    bao: &TestOpenBao,
+    pg: &TestPostgres,
+    credentials: &estate_secrets::bootstrap::AppRoleCredentials,
+    service: &str,
+    schema: &str,
+) -> (Value, Value) {
+    let openbao = estate_secrets::testing::openbao_settings(dir, &format!("{service}-"), bao, credentials).unwrap();
+    // The static password is never used: the login comes from OpenBao.
+    let mut database = pg.database_section(dir, &format!("{schema}_app"), "unused").unwrap();
+    database["login"] = json!({ "source": "openbao", "role": format!("{service}-app") });
+    (serde_json::to_value(openbao).unwrap(), database)
 }
 
 impl Estate {
@@ -137,7 +158,7 @@ impl Estate {
         let pg = TestPostgres::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let pki = TestPki::new("estate-workloads").unwrap();
+        let pki = TestPki::new("estate-management").unwrap();
         let psp = TestPsp::start().await.unwrap();
         let merchant = TestMerchant::start().await.unwrap();
 
@@ -145,7 +166,7 @@ impl Estate {
         let auth_roles = migrate(&pg, "auth", estate_auth::store::migrator()).await;
         let inventory_roles = migrate(&pg, "inventory", estate_inventory::migrator()).await;
         let order_roles = migrate(&pg, "orders", estate_order::migrator()).await;
-        let payment_roles = migrate(&pg, "payments", estate_payment::migrator()).await;
+        migrate(&pg, "payments", estate_payment::migrator()).await;
         let inventory_owner = sqlx::PgPool::connect_with(inventory_roles.owner.clone()).await.unwrap();
         let orders_owner = sqlx::PgPool::connect_with(order_roles.owner.clone()).await.unwrap();
         for (sku, name, stock, price) in PRODUCTS {
@@ -180,13 +201,45 @@ impl Estate {
 
         let ops_secret = random_secret();
         let (auth_url, auth_ca) = start_auth(d, &pg, &auth_roles, &order_pub, &sha256_hex(&ops_secret)).await;
+
+        // OpenBao: an AppRole and PKI role per workload, leased database logins.
+        let bao = TestOpenBao::start().await.unwrap();
+        let bao_admin = estate_secrets::testing::admin(&bao).unwrap();
+        let workloads = ["inventory", "payment", "order", "gateway"];
+        let credentials = estate_secrets::testing::bootstrap(&bao_admin, &workloads).await.unwrap();
+        estate_secrets::testing::database(
+            &bao_admin,
+            &bao,
+            &pg,
+            &[("inventory", "inventory"), ("payment", "payments"), ("order", "orders")],
+            std::time::Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+        // SVIDs for the test's own clients (the gateway, and order/payment when a
+        // test calls as them), from the same PKI.
+        let mut svids = std::collections::HashMap::new();
+        let mut bundle = String::new();
+        for workload in ["gateway", "order", "payment"] {
+            let issued = bao_admin
+                .issue_spiffe_certificate("pki", workload, &spiffe(workload), std::time::Duration::from_secs(3600))
+                .await
+                .unwrap();
+            bundle.clone_from(&issued.issuing_ca);
+            svids.insert(
+                workload,
+                (issued.certificate, secrecy::ExposeSecret::expose_secret(&issued.private_key).to_owned()),
+            );
+        }
         let auth_ca_file = write(d, "auth-ca.pem", &auth_ca);
         let tokens = |audience: &str| json!({ "issuer": auth_url, "audience": audience, "ca_file": auth_ca_file });
 
         let inventory = {
+            let (openbao, database) = platform_secrets(d, &bao, &pg, &credentials[0], "inventory", "inventory");
             let settings = json!({
-                "database": pg.database_section(d, "inventory_app", &inventory_roles.app_password).unwrap(),
-                "identity": identity(d, &pki, "inventory", INVENTORY_POLICY),
+                "openbao": openbao,
+                "database": database,
+                "identity": identity(d, &bundle, "inventory", INVENTORY_POLICY),
                 "tokens": tokens("inventory-api"),
             });
             let config = estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
@@ -196,9 +249,11 @@ impl Estate {
             addr
         };
         let (payment, payment_management) = {
+            let (openbao, database) = platform_secrets(d, &bao, &pg, &credentials[1], "payment", "payments");
             let settings = json!({
-                "database": pg.database_section(d, "payments_app", &payment_roles.app_password).unwrap(),
-                "identity": identity(d, &pki, "payment", PAYMENT_POLICY),
+                "openbao": openbao,
+                "database": database,
+                "identity": identity(d, &bundle, "payment", PAYMENT_POLICY),
                 "tokens": tokens("payment-api"),
                 "psp": { "url": psp.url(), "ca_file": write(d, "psp-ca.pem", &psp.ca_pem()) },
                 "order_spiffe_id": spiffe("order"),
@@ -212,9 +267,11 @@ impl Estate {
             addrs
         };
         let (order, order_management) = {
+            let (openbao, database) = platform_secrets(d, &bao, &pg, &credentials[2], "order", "orders");
             let settings = json!({
-                "database": pg.database_section(d, "orders_app", &order_roles.app_password).unwrap(),
-                "identity": identity(d, &pki, "order", ORDER_POLICY),
+                "openbao": openbao,
+                "database": database,
+                "identity": identity(d, &bundle, "order", ORDER_POLICY),
                 "tokens": tokens("order-api"),
                 "oauth": {
                     "token_endpoint": format!("{auth_url}/token"),
@@ -236,6 +293,9 @@ impl Estate {
         let admin = pg.admin_pool().await.unwrap();
         Self {
             pki,
+            bundle,
+            svids,
+            _bao: bao,
             psp,
             merchant,
             auth_url,
@@ -294,10 +354,8 @@ impl Estate {
 
     /// An HTTPS client presenting `service`'s SVID and expecting `server`'s.
     pub fn workload_client(&self, service: &str, server: &str) -> reqwest::Client {
-        let leaf = self.pki.issue(&LeafSpec::spiffe(&spiffe(service))).unwrap();
-        let identity =
-            RotatingIdentity::new(Svid { chain: leaf.chain().unwrap(), key: leaf.private_key().unwrap() }).unwrap();
-        let tls = client_config(identity, &[self.pki.ca_der()], spiffe(server).parse::<SpiffeId>().unwrap()).unwrap();
+        let (cert, key) = &self.svids[service];
+        let tls = client_config_from_pem(cert, key, &self.bundle, spiffe(server).parse::<SpiffeId>().unwrap()).unwrap();
         reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap()
     }
 

@@ -63,17 +63,38 @@ pub async fn database(
 /// Write a service's AppRole credentials and OpenBao's CA into `dir`; returns
 /// the `[service.openbao]` TOML section that points at them.
 pub fn openbao_section(dir: &Path, bao: &TestOpenBao, credentials: &AppRoleCredentials) -> Result<String, SetupError> {
+    let settings = openbao_settings(dir, "", bao, credentials)?;
+    let crate::AuthMethod::AppRole { role_id_file, secret_id_file, .. } = &settings.auth else {
+        return Err("app role expected".into());
+    };
+    Ok(format!(
+        "[service.openbao]\naddress = \"{}\"\nca_file = \"{}\"\nauth = {{ method = \"app_role\", role_id_file = \"{}\", secret_id_file = \"{}\" }}\n",
+        settings.address,
+        settings.ca_file.as_deref().unwrap_or(Path::new("")).display(),
+        role_id_file.display(),
+        secret_id_file.display()
+    ))
+}
+
+/// The same as settings: the credentials written as `<prefix>role-id` and
+/// `<prefix>secret-id` (0400) in `dir`, with OpenBao's CA.
+pub fn openbao_settings(
+    dir: &Path,
+    prefix: &str,
+    bao: &TestOpenBao,
+    credentials: &AppRoleCredentials,
+) -> Result<crate::OpenBaoSettings, SetupError> {
     use std::os::unix::fs::PermissionsExt;
-    let (role_id, secret_id, ca) = (dir.join("role-id"), dir.join("secret-id"), dir.join("bao-ca.pem"));
+    let role_id = dir.join(format!("{prefix}role-id"));
+    let secret_id = dir.join(format!("{prefix}secret-id"));
+    let ca = dir.join("bao-ca.pem");
     std::fs::write(&role_id, &credentials.role_id)?;
     std::fs::write(&secret_id, credentials.secret_id.expose_secret())?;
     std::fs::set_permissions(&secret_id, std::fs::Permissions::from_mode(0o400))?;
     std::fs::write(&ca, bao.ca_pem())?;
-    Ok(format!(
-        "[service.openbao]\naddress = \"{}\"\nca_file = \"{}\"\nauth = {{ method = \"app_role\", role_id_file = \"{}\", secret_id_file = \"{}\" }}\n",
-        bao.addr(),
-        ca.display(),
-        role_id.display(),
-        secret_id.display()
-    ))
+    Ok(crate::OpenBaoSettings {
+        address: bao.addr().to_owned(),
+        ca_file: Some(ca),
+        auth: crate::AuthMethod::AppRole { mount: "approle".into(), role_id_file: role_id, secret_id_file: secret_id },
+    })
 }
