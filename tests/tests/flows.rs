@@ -164,6 +164,10 @@ async fn api3_price_status_owner_and_total_cannot_be_assigned() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {problem}");
         assert!(problem["errors"].is_array(), "{problem}");
     }
+    // The error names the position the client sent, not a sorted one.
+    let mixed = json!({ "lines": [{ "sku": "TEA-01", "quantity": 1 }, { "sku": "AAA-404", "quantity": 1 }] });
+    let (_, problem) = place(&estate, &alice, &key(), &mixed).await;
+    assert_eq!(problem["errors"][0]["field"], "lines[1].sku", "{problem}");
     assert_eq!(estate.count("orders.orders").await, 0, "no order from a refused body");
 
     let (_, order) = place(&estate, &alice, &key(), &tea(1)).await;

@@ -303,6 +303,49 @@ pub struct OrderPage {
     next_after: Option<Uuid>,
 }
 
+/// A create request in domain terms: validated lines (with their index in
+/// the request, for error paths), sorted by product, each product once.
+pub struct OrderRequest {
+    /// `(index in the request, line)`, sorted by product.
+    pub lines: Vec<(usize, RequestedLine)>,
+    /// The note, if any.
+    pub note: Option<DeliveryNote>,
+}
+
+impl TryFrom<&CreateOrder> for OrderRequest {
+    type Error = Vec<FieldError>;
+
+    fn try_from(body: &CreateOrder) -> Result<Self, Self::Error> {
+        let mut errors = Vec::new();
+        let mut lines = Vec::new();
+        for (i, line) in body.lines.iter().enumerate() {
+            match Sku::parse(&line.sku) {
+                Some(sku) if (1..=MAX_QUANTITY).contains(&line.quantity) => {
+                    lines.push((i, RequestedLine { sku, quantity: line.quantity }));
+                }
+                Some(_) => errors.push(field_error(format!("lines[{i}].quantity"), "range")),
+                None => errors.push(field_error(format!("lines[{i}].sku"), "format")),
+            }
+        }
+        let note = match body.delivery_note.as_deref().map(DeliveryNote::parse) {
+            Some(None) => {
+                errors.push(field_error("delivery_note".into(), "format"));
+                None
+            }
+            Some(note) => note,
+            None => None,
+        };
+        lines.sort_by(|a, b| a.1.sku.cmp(&b.1.sku));
+        if lines.windows(2).any(|w| w[0].1.sku == w[1].1.sku) {
+            errors.push(field_error("lines".into(), "duplicate_sku"));
+        }
+        if lines.is_empty() || lines.len() > MAX_LINES {
+            errors.push(field_error("lines".into(), "length"));
+        }
+        if errors.is_empty() { Ok(Self { lines, note }) } else { Err(errors) }
+    }
+}
+
 // ------------------------------------------------------------------ helpers
 
 fn internal(error: &sqlx::Error) -> Response {
@@ -408,35 +451,12 @@ async fn create_order(
     };
 
     // DTO → domain.
-    let mut errors = Vec::new();
-    let mut lines = Vec::new();
-    for (i, line) in body.lines.iter().enumerate() {
-        match Sku::parse(&line.sku) {
-            Some(sku) if (1..=MAX_QUANTITY).contains(&line.quantity) => {
-                lines.push(RequestedLine { sku, quantity: line.quantity });
-            }
-            Some(_) => errors.push(field_error(format!("lines[{i}].quantity"), "range")),
-            None => errors.push(field_error(format!("lines[{i}].sku"), "format")),
-        }
-    }
-    let note = match body.delivery_note.as_deref().map(DeliveryNote::parse) {
-        Some(None) => {
-            errors.push(field_error("delivery_note".into(), "format"));
-            None
-        }
-        Some(note) => note,
-        None => None,
+    let request = match OrderRequest::try_from(&body) {
+        Ok(request) => request,
+        Err(errors) => return invalid_body(errors),
     };
-    lines.sort_by(|a, b| a.sku.cmp(&b.sku));
-    if lines.windows(2).any(|w| w[0].sku == w[1].sku) {
-        errors.push(field_error("lines".into(), "duplicate_sku"));
-    }
-    if lines.len() > MAX_LINES {
-        errors.push(field_error("lines".into(), "length"));
-    }
-    if !errors.is_empty() {
-        return invalid_body(errors);
-    }
+    let OrderRequest { lines: indexed, note } = request;
+    let lines: Vec<RequestedLine> = indexed.iter().map(|(_, line)| line.clone()).collect();
 
     // Prices come from the price list, never from the client.
     let skus: Vec<Sku> = lines.iter().map(|l| l.sku.clone()).collect();
@@ -444,9 +464,10 @@ async fn create_order(
         Ok(prices) => prices,
         Err(error) => return internal(&error),
     };
+    let mut errors = Vec::new();
     let mut priced = Vec::new();
     let mut currency: Option<String> = None;
-    for (i, line) in lines.iter().enumerate() {
+    for (i, line) in &indexed {
         match prices.get(&line.sku) {
             Some(price) if currency.as_ref().is_none_or(|c| *c == price.currency) => {
                 currency = Some(price.currency.clone());
@@ -674,5 +695,36 @@ async fn money_back(state: AppState, token: VerifiedToken, id: String, to: Statu
             .into_response(),
         Ok(Err(error)) => internal(&error),
         Err(_) => Problem::new(StatusCode::INTERNAL_SERVER_ERROR).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(lines: &[(&str, u32)]) -> CreateOrder {
+        CreateOrder {
+            lines: lines
+                .iter()
+                .map(|(sku, quantity)| LineDto { sku: (*sku).to_owned(), quantity: *quantity })
+                .collect(),
+            delivery_note: None,
+        }
+    }
+
+    #[test]
+    fn a_create_request_becomes_sorted_domain_lines_with_their_request_positions() {
+        let request = OrderRequest::try_from(&body(&[("TEA-02", 1), ("CUP-01", 2)])).unwrap();
+        let skus: Vec<(usize, &str)> = request.lines.iter().map(|(i, l)| (*i, l.sku.as_str())).collect();
+        assert_eq!(skus, [(1, "CUP-01"), (0, "TEA-02")]);
+
+        let errors = OrderRequest::try_from(&body(&[("TEA-02", 1), ("tea 01", 1), ("TEA-03", 0)])).err().unwrap();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["lines[1].sku", "lines[2].quantity"]);
+        let errors = OrderRequest::try_from(&body(&[("TEA-02", 1), ("TEA-02", 2)])).err().unwrap();
+        assert_eq!(errors[0].code, "duplicate_sku");
+        let mut noted = body(&[("TEA-02", 1)]);
+        noted.delivery_note = Some("line\u{0}break".into());
+        assert_eq!(OrderRequest::try_from(&noted).err().unwrap()[0].field, "delivery_note");
     }
 }
