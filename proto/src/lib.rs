@@ -4,6 +4,15 @@
 
 /// The inventory service.
 pub mod inventory {
+    /// Whether `value` is a product code of the estate: `^[A-Z0-9][A-Z0-9-]{0,63}$`
+    /// (the schemas of `inventory` and `orders` check the same pattern).
+    pub fn is_sku(value: &str) -> bool {
+        let bytes = value.as_bytes();
+        (1..=64).contains(&bytes.len())
+            && (bytes[0].is_ascii_uppercase() || bytes[0].is_ascii_digit())
+            && bytes.iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'-')
+    }
+
     /// Version 1.
     pub mod v1 {
         #![allow(missing_docs, clippy::all, clippy::pedantic, reason = "generated code")]

@@ -359,6 +359,21 @@ impl Estate {
         reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap()
     }
 
+    /// `POST /v1/orders` as the gateway forwards it: status and JSON body.
+    pub async fn place_order(&self, token: &str, key: &str, body: &Value) -> (reqwest::StatusCode, Value) {
+        let response = self
+            .gateway()
+            .post(self.order_url("/v1/orders"))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// Calls to order as the gateway makes them.
     pub fn gateway(&self) -> reqwest::Client {
         self.workload_client("gateway", "order")

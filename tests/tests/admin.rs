@@ -10,16 +10,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 async fn checkout(estate: &Estate, token: &str) -> StatusCode {
-    estate
-        .gateway()
-        .post(estate.order_url("/v1/orders"))
-        .bearer_auth(token)
-        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-        .json(&json!({ "lines": [{ "sku": "TEA-01", "quantity": 1 }] }))
-        .send()
-        .await
-        .unwrap()
-        .status()
+    let body = json!({ "lines": [{ "sku": "TEA-01", "quantity": 1 }] });
+    estate.place_order(token, &uuid::Uuid::new_v4().to_string(), &body).await.0
 }
 
 #[tokio::test]

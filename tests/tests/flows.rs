@@ -8,20 +8,6 @@ use estate_tests::Estate;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-async fn place(estate: &Estate, token: &str, key: &str, body: &Value) -> (StatusCode, Value) {
-    let response = estate
-        .gateway()
-        .post(estate.order_url("/v1/orders"))
-        .bearer_auth(token)
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn send(
     estate: &Estate,
     method: reqwest::Method,
@@ -51,7 +37,7 @@ async fn flow_tx_checkout_reserves_stock_exchanges_the_token_and_confirms_the_or
     let estate = Estate::start().await;
     let alice = estate.user_token("alice").await;
     let body = json!({ "lines": [{ "sku": "TEA-01", "quantity": 2 }, { "sku": "CUP-01", "quantity": 1 }], "delivery_note": "ring twice" });
-    let (status, order) = place(&estate, &alice, &key(), &body).await;
+    let (status, order) = estate.place_order(&alice, &key(), &body).await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
     assert_eq!(order["status"], "confirmed");
     assert_eq!(order["total_cents"], 2 * 450 + 1200, "priced from the price list");
@@ -83,8 +69,8 @@ async fn flow_tx_checkout_reserves_stock_exchanges_the_token_and_confirms_the_or
 async fn flow_relay_refund_and_cancel_relay_the_users_own_token_to_payment() {
     let estate = Estate::start().await;
     let alice = estate.user_token("alice").await;
-    let (_, first) = place(&estate, &alice, &key(), &tea(3)).await;
-    let (_, second) = place(&estate, &alice, &key(), &tea(2)).await;
+    let (_, first) = estate.place_order(&alice, &key(), &tea(3)).await;
+    let (_, second) = estate.place_order(&alice, &key(), &tea(2)).await;
     assert_eq!(estate.stock("TEA-01").await, 5);
 
     let id = first["id"].as_str().unwrap();
@@ -111,7 +97,7 @@ async fn api1_another_user_gets_404_on_every_order_route_and_sees_none_in_lists(
     let estate = Estate::start().await;
     let alice = estate.user_token("alice").await;
     let bob = estate.user_token("bob").await;
-    let (_, order) = place(&estate, &alice, &key(), &tea(1)).await;
+    let (_, order) = estate.place_order(&alice, &key(), &tea(1)).await;
     let id = order["id"].as_str().unwrap();
 
     let attempts = [
@@ -151,7 +137,7 @@ async fn api3_price_status_owner_and_total_cannot_be_assigned() {
         json!({ "lines": [{ "sku": "TEA-01", "quantity": 1 }], "customer_id": "bob" }),
     ];
     for body in smuggled {
-        let (status, problem) = place(&estate, &alice, &key(), &body).await;
+        let (status, problem) = estate.place_order(&alice, &key(), &body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
     }
     let invalid = [
@@ -160,17 +146,17 @@ async fn api3_price_status_owner_and_total_cannot_be_assigned() {
         json!({ "lines": [{ "sku": "NO-SUCH", "quantity": 1 }] }),
     ];
     for body in invalid {
-        let (status, problem) = place(&estate, &alice, &key(), &body).await;
+        let (status, problem) = estate.place_order(&alice, &key(), &body).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {problem}");
         assert!(problem["errors"].is_array(), "{problem}");
     }
     // The error names the position the client sent, not a sorted one.
     let mixed = json!({ "lines": [{ "sku": "TEA-01", "quantity": 1 }, { "sku": "AAA-404", "quantity": 1 }] });
-    let (_, problem) = place(&estate, &alice, &key(), &mixed).await;
+    let (_, problem) = estate.place_order(&alice, &key(), &mixed).await;
     assert_eq!(problem["errors"][0]["field"], "lines[1].sku", "{problem}");
     assert_eq!(estate.count("orders.orders").await, 0, "no order from a refused body");
 
-    let (_, order) = place(&estate, &alice, &key(), &tea(1)).await;
+    let (_, order) = estate.place_order(&alice, &key(), &tea(1)).await;
     let path = format!("/v1/orders/{}", order["id"].as_str().unwrap());
     let (status, _) = send(
         &estate,
@@ -197,7 +183,7 @@ async fn idempotency_concurrent_duplicates_make_one_order_one_reservation_one_pa
     let alice = estate.user_token("alice").await;
     let key = key();
     let body = tea(2);
-    let attempts = (0..8).map(|_| place(&estate, &alice, &key, &body));
+    let attempts = (0..8).map(|_| estate.place_order(&alice, &key, &body));
     let results = futures::future::join_all(attempts).await;
     let ids: std::collections::HashSet<String> = results
         .iter()
@@ -213,12 +199,12 @@ async fn idempotency_concurrent_duplicates_make_one_order_one_reservation_one_pa
     assert_eq!(estate.psp.authorizations(), 1, "one payment");
     // A later retry is answered from the stored order, without spending budget.
     for _ in 0..6 {
-        let (status, again) = place(&estate, &alice, &key, &body).await;
+        let (status, again) = estate.place_order(&alice, &key, &body).await;
         assert_eq!(status, StatusCode::OK);
         assert!(ids.contains(again["id"].as_str().unwrap()));
     }
     // The same key for a different order is refused, not served the old one.
-    let (status, _) = place(&estate, &alice, &key, &tea(3)).await;
+    let (status, _) = estate.place_order(&alice, &key, &tea(3)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     // Without a key there is no checkout.
     let response =
@@ -231,7 +217,7 @@ async fn flow_tx_a_declined_payment_releases_the_stock_and_fails_the_order() {
     let estate = Estate::start().await;
     let alice = estate.user_token("alice").await;
     estate.psp.set_mode(PspMode::Decline);
-    let (status, order) = place(&estate, &alice, &key(), &tea(4)).await;
+    let (status, order) = estate.place_order(&alice, &key(), &tea(4)).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(
         (order["status"].as_str(), order["failure_reason"].as_str()),
@@ -240,7 +226,8 @@ async fn flow_tx_a_declined_payment_releases_the_stock_and_fails_the_order() {
     assert_eq!(estate.stock("TEA-01").await, 10, "compensation released the stock");
     // Out of stock: nothing reserved, nothing charged.
     estate.psp.set_mode(PspMode::Approve);
-    let (_, order) = place(&estate, &alice, &key(), &json!({ "lines": [{ "sku": "TEA-02", "quantity": 3 }] })).await;
+    let (_, order) =
+        estate.place_order(&alice, &key(), &json!({ "lines": [{ "sku": "TEA-02", "quantity": 3 }] })).await;
     assert_eq!(order["failure_reason"], "out_of_stock");
     assert_eq!(estate.psp.authorizations(), 1);
 }
@@ -261,7 +248,7 @@ async fn api10_hostile_provider_answers_are_refused_without_side_effects() {
     ];
     for mode in hostile {
         estate.psp.set_mode(mode);
-        let (status, order) = place(&estate, &alice, &key(), &tea(1)).await;
+        let (status, order) = estate.place_order(&alice, &key(), &tea(1)).await;
         assert_eq!(status, StatusCode::CREATED, "{mode:?}");
         assert_eq!(order["failure_reason"], "payment_unavailable", "{mode:?}: {order}");
         assert_eq!(estate.stock("TEA-01").await, 10, "{mode:?}: stock released");
@@ -287,7 +274,7 @@ async fn api6_checkouts_per_user_are_rate_limited_and_other_users_are_not() {
     let bob = estate.user_token("bob").await;
     for _ in 0..5 {
         let (status, _) =
-            place(&estate, &alice, &key(), &json!({ "lines": [{ "sku": "CUP-01", "quantity": 1 }] })).await;
+            estate.place_order(&alice, &key(), &json!({ "lines": [{ "sku": "CUP-01", "quantity": 1 }] })).await;
         assert_eq!(status, StatusCode::CREATED);
     }
     let response = estate
@@ -301,7 +288,7 @@ async fn api6_checkouts_per_user_are_rate_limited_and_other_users_are_not() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(response.headers().contains_key("retry-after"));
-    let (status, _) = place(&estate, &bob, &key(), &tea(1)).await;
+    let (status, _) = estate.place_order(&bob, &key(), &tea(1)).await;
     assert_eq!(status, StatusCode::CREATED, "the limit is per user");
 }
 
@@ -310,7 +297,7 @@ async fn flow_tx_and_relay_payment_refuses_user_tokens_wrong_peers_and_foreign_p
     let estate = Estate::start().await;
     let alice = estate.user_token("alice").await;
     let bob = estate.user_token("bob").await;
-    let (_, order) = place(&estate, &alice, &key(), &tea(1)).await;
+    let (_, order) = estate.place_order(&alice, &key(), &tea(1)).await;
     let payment_id: String =
         sqlx::query_scalar("SELECT id::text FROM payments.payments WHERE order_id = $1::text::uuid")
             .bind(order["id"].as_str().unwrap())

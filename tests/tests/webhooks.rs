@@ -26,17 +26,15 @@ async fn register(estate: &Estate, token: &str, url: &str) -> (StatusCode, Value
 }
 
 async fn checkout(estate: &Estate, token: &str) -> Value {
-    let response = estate
-        .gateway()
-        .post(estate.order_url("/v1/orders"))
-        .bearer_auth(token)
-        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-        .json(&json!({ "lines": [{ "sku": "TEA-01", "quantity": 1 }] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    response.json().await.unwrap()
+    let (status, order) = estate
+        .place_order(
+            token,
+            &uuid::Uuid::new_v4().to_string(),
+            &json!({ "lines": [{ "sku": "TEA-01", "quantity": 1 }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    order
 }
 
 #[tokio::test]

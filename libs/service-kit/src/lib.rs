@@ -21,6 +21,8 @@ pub mod dto;
 pub mod management;
 pub mod metrics;
 pub mod middleware;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod problem;
 pub mod secret;
 pub mod serve;

@@ -19,6 +19,8 @@ use axum::response::{IntoResponse, Response};
 use estate_audit::{Action, AuditEvent, Outcome};
 use estate_service_kit::Problem;
 use estate_service_kit::dto::Dto;
+use estate_service_kit::openapi::BearerAuth;
+use estate_service_kit::openapi::serve_document;
 use estate_service_kit::problem::FieldError;
 use estate_service_kit::telemetry::spawn_traced;
 use estate_tokens::scopes::{Admin, OrdersRead, OrdersWrite};
@@ -154,11 +156,7 @@ pub fn management_router(state: AppState, api_doc: utoipa::openapi::OpenApi) -> 
         .routes(routes!(get_checkout, set_checkout))
         .with_state(state)
         .split_for_parts();
-    let api_doc = Arc::new(api_doc);
-    let admin_doc = Arc::new(admin_doc);
-    admin
-        .route("/openapi.json", axum::routing::get(move || async move { Json(api_doc.as_ref().clone()) }))
-        .route("/admin/openapi.json", axum::routing::get(move || async move { Json(admin_doc.as_ref().clone()) }))
+    admin.merge(serve_document("/openapi.json", api_doc)).merge(serve_document("/admin/openapi.json", admin_doc))
 }
 
 #[derive(utoipa::OpenApi)]
@@ -168,19 +166,6 @@ pub fn management_router(state: AppState, api_doc: utoipa::openapi::OpenApi) -> 
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
-    }
-}
 
 /// `PUT /admin/v1/checkout`: the checkout switch (incident response: stop
 /// taking orders without stopping the service).

@@ -34,11 +34,7 @@ pub struct Sku(String);
 impl Sku {
     /// Parse a product code.
     pub fn parse(value: &str) -> Option<Self> {
-        let bytes = value.as_bytes();
-        let ok = (1..=64).contains(&bytes.len())
-            && (bytes[0].is_ascii_uppercase() || bytes[0].is_ascii_digit())
-            && bytes.iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'-');
-        ok.then(|| Self(value.to_owned()))
+        estate_proto::inventory::is_sku(value).then(|| Self(value.to_owned()))
     }
 
     /// The code.

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use estate_audit::{Action, AuditEvent, Outcome};
 use estate_service_kit::Problem;
 use estate_service_kit::dto::Dto;
+use estate_service_kit::openapi::BearerAuth;
 use estate_tokens::scopes::{OrdersRead, PaymentsAuthorize, PaymentsRefund};
 use estate_tokens::{Scoped, VerifiedToken, Verifier};
 use estate_workload_identity::{Peer, SpiffeId};
@@ -81,19 +82,6 @@ pub fn management_router(api_doc: utoipa::openapi::OpenApi) -> axum::Router {
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
-    }
-}
 
 /// `POST /v1/payments`: set by order from its own records, never by a user.
 #[derive(Debug, Deserialize, Serialize, Validate, utoipa::ToSchema)]
