@@ -75,8 +75,38 @@ paths = ["/v1/orders/*/cancel", "/v1/orders/*/refund"]
 pub const PRODUCTS: [(&str, &str, i32, i64); 3] =
     [("TEA-01", "Green tea", 10, 450), ("TEA-02", "Black tea", 2, 600), ("CUP-01", "Cup", 5, 1200)];
 
+/// Knobs of a test estate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Order's per-user checkouts per minute (default 5).
+    pub checkouts_per_minute: Option<u32>,
+    /// The gateway's per-IP budget per minute on every route (default 1000).
+    pub gateway_ip_per_minute: Option<u32>,
+}
+
+/// The browser origin the gateway's CORS allows.
+pub const APP_ORIGIN: &str = "https://app.estate.test";
+
+/// The gateway's route table: what the public can reach, and nothing else.
+/// Payment's authorize and refund are east-west only (order calls them).
+pub const GATEWAY_ROUTES: [(&str, &[&str], &str, &str); 8] = [
+    ("/v1/orders", &["GET"], "order", "orders:read"),
+    ("/v1/orders", &["POST"], "order", "orders:write"),
+    ("/v1/orders/{id}", &["GET"], "order", "orders:read"),
+    ("/v1/orders/{id}", &["PATCH"], "order", "orders:write"),
+    ("/v1/orders/{id}/cancel", &["POST"], "order", "orders:write"),
+    ("/v1/orders/{id}/refund", &["POST"], "order", "orders:write"),
+    ("/v1/payments/{id}", &["GET"], "payment", "orders:read"),
+    ("/v1/webhooks", &["POST"], "payment", "orders:write"),
+];
+
+/// Body limit of the gateway's routes (bytes).
+pub const GATEWAY_BODY_LIMIT: usize = 16 * 1024;
+
 /// A running estate.
 pub struct Estate {
+    /// The gateway's public address.
+    pub gateway_addr: SocketAddr,
     /// The CA of the management listeners' server certificates.
     pub pki: TestPki,
     /// The workloads' trust bundle (OpenBao's PKI CA), PEM.
@@ -150,11 +180,17 @@ fn platform_secrets(
 impl Estate {
     /// Start everything, with the services' default limits.
     pub async fn start() -> Self {
-        Self::start_with_checkouts_per_minute(None).await
+        Self::start_with(Options::default()).await
     }
 
     /// Start everything; `checkouts` overrides order's per-user checkout budget.
     pub async fn start_with_checkouts_per_minute(checkouts: Option<u32>) -> Self {
+        Self::start_with(Options { checkouts_per_minute: checkouts, ..Options::default() }).await
+    }
+
+    /// Start everything with `options`.
+    pub async fn start_with(options: Options) -> Self {
+        let checkouts = options.checkouts_per_minute;
         let pg = TestPostgres::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -290,8 +326,42 @@ impl Estate {
             tokio::spawn(app.run_until(std::future::pending()));
             addrs
         };
+        let gateway_addr = {
+            let openbao = estate_secrets::testing::openbao_settings(d, "gateway-", &bao, &credentials[3]).unwrap();
+            let routes: Vec<Value> = GATEWAY_ROUTES
+                .iter()
+                .map(|(path, methods, upstream, scope)| {
+                    json!({ "path": path, "methods": methods, "upstream": upstream, "scope": scope, "body_limit": GATEWAY_BODY_LIMIT })
+                })
+                .collect();
+            let settings = json!({
+                "openbao": openbao,
+                "identity": {
+                    "bundle_file": write(d, "bundle.pem", &bundle),
+                    "svid": { "source": "openbao", "role": "gateway", "spiffe_id": spiffe("gateway"), "ttl_secs": 3600 },
+                },
+                "issuer": auth_url,
+                "issuer_ca_file": auth_ca_file,
+                "upstreams": [
+                    { "name": "order", "url": format!("https://127.0.0.1:{}", order.port()), "spiffe_id": spiffe("order"), "audience": "order-api" },
+                    { "name": "payment", "url": format!("https://127.0.0.1:{}", payment.port()), "spiffe_id": spiffe("payment"), "audience": "payment-api" },
+                ],
+                "routes": routes,
+                "rate_classes": { "default": {
+                    "per_ip": { "requests": options.gateway_ip_per_minute.unwrap_or(1000), "per_secs": 60 },
+                    "per_subject": { "requests": 600, "per_secs": 60 },
+                } },
+                "cors_origins": [APP_ORIGIN],
+            });
+            let config = estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
+            let app = estate_gateway::Application::build(config).await.unwrap();
+            let addr = app.api_addr();
+            tokio::spawn(app.run_until(std::future::pending()));
+            addr
+        };
         let admin = pg.admin_pool().await.unwrap();
         Self {
+            gateway_addr,
             pki,
             bundle,
             svids,
@@ -329,12 +399,17 @@ impl Estate {
 
     /// An `admin:*` token of the operations console (client credentials).
     pub async fn admin_token(&self) -> String {
+        self.ops_token("order-api").await
+    }
+
+    /// An `admin:*` token of the operations console for `audience`.
+    pub async fn ops_token(&self, audience: &str) -> String {
         let ca = reqwest::Certificate::from_pem(self.auth_ca.as_bytes()).unwrap();
         let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
         let response = http
             .post(format!("{}/token", self.auth_url))
             .basic_auth("ops-console", Some(&self.ops_secret))
-            .form(&[("grant_type", "client_credentials"), ("scope", "admin:*"), ("resource", "order-api")])
+            .form(&[("grant_type", "client_credentials"), ("scope", "admin:*"), ("resource", audience)])
             .send()
             .await
             .unwrap();
@@ -357,6 +432,16 @@ impl Estate {
         let (cert, key) = &self.svids[service];
         let tls = client_config_from_pem(cert, key, &self.bundle, spiffe(server).parse::<SpiffeId>().unwrap()).unwrap();
         reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap()
+    }
+
+    /// A client of the public edge (trusts the edge's CA, presents nothing).
+    pub fn edge(&self) -> reqwest::Client {
+        self.pki.https_client().unwrap()
+    }
+
+    /// `https://localhost:<gateway>/<path>`.
+    pub fn edge_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.gateway_addr.port())
     }
 
     /// `POST /v1/orders` as the gateway forwards it: status and JSON body.
@@ -468,7 +553,7 @@ async fn start_auth(
             auth = {{ method = "client_secret_basic", secret_sha256 = "{ops_digest}" }}
             grant_types = ["client_credentials"]
             scopes = ["admin:*"]
-            audiences = ["order-api"]
+            audiences = ["order-api", "inventory-api"]
 
             [[service.exchange]]
             actor = "order-svc"

@@ -49,7 +49,17 @@ pub struct FieldError {
     pub code: String,
 }
 
+/// Problem type of a path id that is not an id at all (answered without
+/// looking anything up; a well-formed id that is missing or foreign is 404).
+pub const INVALID_ID: &str = "https://estate.dev/problems/invalid-id";
+
 impl Problem {
+    /// 400 for a malformed path id.
+    pub fn invalid_id() -> Self {
+        Self::typed(StatusCode::BAD_REQUEST, INVALID_ID, "Invalid id")
+            .with_detail("the id in the path is not well-formed")
+    }
+
     /// A problem of the given status with its canonical title and
     /// `type: about:blank` (RFC 9457 §4.2.1).
     pub fn new(status: StatusCode) -> Self {

@@ -31,8 +31,11 @@ use crate::tls::{IdentityTlsError, client_config, server_config};
 pub struct IdentitySettings {
     /// CA certificates (PEM) that peers' SVIDs chain to.
     pub bundle_file: PathBuf,
-    /// Default-deny east-west policy (TOML, see [`EastWestPolicy`]).
-    pub policy_file: PathBuf,
+    /// Default-deny east-west policy (TOML, see [`EastWestPolicy`]) for the
+    /// workload's own API. Absent: nobody may call it (a pure client, such
+    /// as the gateway towards its upstreams).
+    #[serde(default)]
+    pub policy_file: Option<PathBuf>,
     /// Where this workload's own SVID comes from.
     pub svid: SvidSource,
 }
@@ -168,7 +171,10 @@ impl WorkloadIdentity {
         };
         let leaf = identity.leaf().ok_or(IdentityError::NoSpiffeId)?;
         let spiffe_id = SpiffeId::from_certificate(&leaf).map_err(|_| IdentityError::NoSpiffeId)?;
-        let mut policy = EastWestPolicy::load(&settings.policy_file)?;
+        let mut policy = match &settings.policy_file {
+            Some(file) => EastWestPolicy::load(file)?,
+            None => EastWestPolicy::default(),
+        };
         if let Some(audit) = audit {
             policy = policy.with_audit(audit);
         }

@@ -387,7 +387,7 @@ fn key_reused() -> Response {
         .into_response()
 }
 
-/// Parse a path id; anything that is not a UUID is as unknown as a foreign one.
+/// Parse a path id (a UUID).
 fn path_id(raw: &str) -> Option<Uuid> {
     Uuid::parse_str(raw).ok()
 }
@@ -575,7 +575,7 @@ async fn list_orders(
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = String, Path, description = "Order id")),
-    responses((status = 200, body = OrderView), (status = 401, body = Problem), (status = 403, body = Problem),
+    responses((status = 200, body = OrderView), (status = 400, description = "Malformed id", body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, description = "Missing, or another user's", body = Problem)),
     security(("bearer" = ["orders:read"])))]
 async fn get_order(
@@ -584,7 +584,7 @@ async fn get_order(
     Path(id): Path<String>,
 ) -> Response {
     let customer = CustomerId::new(token.subject().as_str());
-    let Some(id) = path_id(&id) else { return state.not_found(&token) };
+    let Some(id) = path_id(&id) else { return Problem::invalid_id().into_response() };
     match state.orders.of(&customer).get(id).await {
         Ok(Some(order)) => Json(OrderView::from(order)).into_response(),
         Ok(None) => state.not_found(&token),
@@ -604,7 +604,7 @@ async fn patch_order(
     Dto(body): Dto<PatchOrder>,
 ) -> Response {
     let customer = CustomerId::new(token.subject().as_str());
-    let Some(id) = path_id(&id) else { return state.not_found(&token) };
+    let Some(id) = path_id(&id) else { return Problem::invalid_id().into_response() };
     let Some(note) = DeliveryNote::parse(&body.delivery_note) else {
         return invalid_body(vec![field_error("delivery_note".into(), "format")]);
     };
@@ -616,7 +616,7 @@ async fn patch_order(
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", params(("id" = String, Path, description = "Order id")),
-    responses((status = 200, description = "Cancelled: refunded and stock released", body = OrderView), (status = 401, body = Problem),
+    responses((status = 200, description = "Cancelled: refunded and stock released", body = OrderView), (status = 400, description = "Malformed id", body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 429, body = Problem),
         (status = 502, body = Problem)),
     security(("bearer" = ["orders:write"])))]
@@ -629,7 +629,7 @@ async fn cancel_order(
 }
 
 #[utoipa::path(post, path = "/v1/orders/{id}/refund", tag = "orders", params(("id" = String, Path, description = "Order id")),
-    responses((status = 200, description = "Refunded", body = OrderView), (status = 401, body = Problem),
+    responses((status = 200, description = "Refunded", body = OrderView), (status = 400, description = "Malformed id", body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 429, body = Problem),
         (status = 502, body = Problem)),
     security(("bearer" = ["orders:write"])))]
@@ -645,7 +645,7 @@ async fn refund_order(
 /// relays the user's own token to payment (FLOW-RELAY).
 async fn money_back(state: AppState, token: VerifiedToken, id: String, to: Status) -> Response {
     let customer = CustomerId::new(token.subject().as_str());
-    let Some(id) = path_id(&id) else { return state.not_found(&token) };
+    let Some(id) = path_id(&id) else { return Problem::invalid_id().into_response() };
     let order = match state.orders.of(&customer).get(id).await {
         Ok(Some(order)) => order,
         Ok(None) => return state.not_found(&token),

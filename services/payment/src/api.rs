@@ -298,7 +298,7 @@ async fn authorize(
 }
 
 #[utoipa::path(post, path = "/v1/payments/{id}/refund", tag = "payments", params(("id" = String, Path, description = "Payment id")),
-    responses((status = 200, body = PaymentView), (status = 401, body = Problem),
+    responses((status = 200, body = PaymentView), (status = 400, description = "Malformed id", body = Problem), (status = 401, body = Problem),
         (status = 403, description = "Not order's workload, or not the user's own token", body = Problem),
         (status = 404, description = "Missing, or another user's", body = Problem), (status = 409, body = Problem),
         (status = 502, body = Problem)),
@@ -318,7 +318,7 @@ async fn refund(
     }
     let customer = token.subject().as_str().to_owned();
     let Ok(id) = Uuid::parse_str(&id) else {
-        return state.deny(&token, &peer, StatusCode::NOT_FOUND, "payment_not_found");
+        return Problem::invalid_id().into_response();
     };
     let stored = match state.load(&customer, "id", id).await {
         Ok(Some(stored)) => stored,
@@ -365,7 +365,7 @@ async fn refund(
 /// `payments:read`: reading one's own payment is part of reading one's
 /// orders (`orders:read`).
 #[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments", params(("id" = String, Path, description = "Payment id")),
-    responses((status = 200, body = PaymentView), (status = 401, body = Problem), (status = 403, body = Problem),
+    responses((status = 200, body = PaymentView), (status = 400, description = "Malformed id", body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, description = "Missing, or another user's", body = Problem)),
     security(("bearer" = ["orders:read"])))]
 async fn get_payment(
@@ -376,7 +376,7 @@ async fn get_payment(
 ) -> Response {
     let customer = token.subject().as_str().to_owned();
     let Ok(id) = Uuid::parse_str(&id) else {
-        return state.deny(&token, &peer, StatusCode::NOT_FOUND, "payment_not_found");
+        return Problem::invalid_id().into_response();
     };
     match state.load(&customer, "id", id).await {
         Ok(Some(stored)) => Json(stored.view).into_response(),

@@ -1,0 +1,100 @@
+//! Rate limits by route class, per client IP, per subject and per OAuth
+//! client (GCRA), in process. (A Redis-backed budget shared by several
+//! gateway replicas is the next step of issue 8.)
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+
+/// `requests` per `per_secs` seconds (a burst of `requests`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests allowed per period (and as a burst).
+    pub requests: u32,
+    /// The period, seconds.
+    pub per_secs: u64,
+}
+
+impl Rate {
+    /// GCRA's emission interval: one request per this long.
+    pub fn interval(self) -> Duration {
+        Duration::from_secs(self.per_secs.max(1)) / self.requests.max(1)
+    }
+}
+
+/// `[service.rate_classes.<name>]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateClass {
+    /// Per client IP (checked before the token is looked at).
+    #[serde(default)]
+    pub per_ip: Option<Rate>,
+    /// Per token subject.
+    #[serde(default)]
+    pub per_subject: Option<Rate>,
+    /// Per OAuth client.
+    #[serde(default)]
+    pub per_client: Option<Rate>,
+}
+
+/// Which budget a key draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Dimension {
+    /// Client IP.
+    Ip,
+    /// Token subject.
+    Subject,
+    /// OAuth client.
+    Client,
+}
+
+impl Dimension {
+    /// Label (metrics, audit reason, Redis key).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Ip => "ip",
+            Dimension::Subject => "subject",
+            Dimension::Client => "client",
+        }
+    }
+}
+
+/// In-process limiters, one keyed GCRA per (class, dimension).
+pub struct LocalLimits {
+    limiters: BTreeMap<(String, Dimension), DefaultKeyedRateLimiter<String>>,
+}
+
+fn quota(rate: Rate) -> Quota {
+    let burst = NonZeroU32::new(rate.requests.max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(rate.interval()).map_or_else(|| Quota::per_second(burst), |q| q.allow_burst(burst))
+}
+
+impl LocalLimits {
+    /// Limiters for `classes`.
+    pub fn new(classes: &BTreeMap<String, RateClass>) -> Self {
+        let mut limiters = BTreeMap::new();
+        for (name, class) in classes {
+            for (dimension, rate) in [
+                (Dimension::Ip, class.per_ip),
+                (Dimension::Subject, class.per_subject),
+                (Dimension::Client, class.per_client),
+            ] {
+                if let Some(rate) = rate {
+                    limiters.insert((name.clone(), dimension), RateLimiter::keyed(quota(rate)));
+                }
+            }
+        }
+        Self { limiters }
+    }
+
+    /// `Err(wait)` when `key` has no budget left in `class`/`dimension`.
+    pub fn check(&self, class: &str, dimension: Dimension, key: &str) -> Result<(), Duration> {
+        let Some(limiter) = self.limiters.get(&(class.to_owned(), dimension)) else { return Ok(()) };
+        limiter.check_key(&key.to_owned()).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
