@@ -11,7 +11,7 @@ use std::path::Path;
 
 use estate_service_kit::Service;
 use estate_service_kit::config::Config;
-use estate_testkit::{TestMerchant, TestOpenBao, TestPki, TestPostgres, TestPsp, free_port};
+use estate_testkit::{TestMerchant, TestOpenBao, TestPki, TestPostgres, TestPsp, TestRedis, free_port};
 use estate_workload_identity::SpiffeId;
 use estate_workload_identity::tls::client_config_from_pem;
 use serde_json::{Value, json};
@@ -82,6 +82,8 @@ pub struct Options {
     pub checkouts_per_minute: Option<u32>,
     /// The gateway's per-IP budget per minute on every route (default 1000).
     pub gateway_ip_per_minute: Option<u32>,
+    /// Keep the gateway's rate-limit budget in a (real, TLS) Redis.
+    pub shared_limits: bool,
 }
 
 /// The browser origin the gateway's CORS allows.
@@ -107,6 +109,8 @@ pub const GATEWAY_BODY_LIMIT: usize = 16 * 1024;
 pub struct Estate {
     /// The gateway's public address.
     pub gateway_addr: SocketAddr,
+    gateway_settings: Value,
+    _redis: Option<TestRedis>,
     /// The CA of the management listeners' server certificates.
     pub pki: TestPki,
     /// The workloads' trust bundle (OpenBao's PKI CA), PEM.
@@ -326,7 +330,8 @@ impl Estate {
             tokio::spawn(app.run_until(std::future::pending()));
             addrs
         };
-        let gateway_addr = {
+        let redis = if options.shared_limits { Some(TestRedis::start().await.unwrap()) } else { None };
+        let (gateway_addr, gateway_settings) = {
             let openbao = estate_secrets::testing::openbao_settings(d, "gateway-", &bao, &credentials[3]).unwrap();
             let routes: Vec<Value> = GATEWAY_ROUTES
                 .iter()
@@ -353,15 +358,24 @@ impl Estate {
                 } },
                 "cors_origins": [APP_ORIGIN],
             });
-            let config = estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
-            let app = estate_gateway::Application::build(config).await.unwrap();
-            let addr = app.api_addr();
-            tokio::spawn(app.run_until(std::future::pending()));
-            addr
+            let mut settings = settings;
+            if let Some(redis) = &redis {
+                let password = write(d, "redis-password", redis.password());
+                std::fs::set_permissions(&password, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
+                settings["redis"] = json!({
+                    "address": redis.address(),
+                    "server_name": "localhost",
+                    "ca_file": write(d, "redis-ca.pem", redis.ca_pem()),
+                    "password": format!("file:{}", password.display()),
+                });
+            }
+            (start_gateway(&pki, d, &settings).await, settings)
         };
         let admin = pg.admin_pool().await.unwrap();
         Self {
             gateway_addr,
+            gateway_settings,
+            _redis: redis,
             pki,
             bundle,
             svids,
@@ -434,6 +448,11 @@ impl Estate {
         reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap()
     }
 
+    /// Another gateway replica with the same configuration; its public address.
+    pub async fn another_gateway(&self) -> SocketAddr {
+        start_gateway(&self.pki, self._dir.path(), &self.gateway_settings).await
+    }
+
     /// A client of the public edge (trusts the edge's CA, presents nothing).
     pub fn edge(&self) -> reqwest::Client {
         self.pki.https_client().unwrap()
@@ -442,6 +461,11 @@ impl Estate {
     /// `https://localhost:<gateway>/<path>`.
     pub fn edge_url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.gateway_addr.port())
+    }
+
+    /// The same on another replica.
+    pub fn edge_url_at(&self, gateway: SocketAddr, path: &str) -> String {
+        format!("https://localhost:{}{path}", gateway.port())
     }
 
     /// `POST /v1/orders` as the gateway forwards it: status and JSON body.
@@ -500,6 +524,14 @@ fn random_secret() -> String {
 fn sha256_hex(secret: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn start_gateway(pki: &TestPki, dir: &Path, settings: &Value) -> SocketAddr {
+    let config = estate_testkit::kit::config_with(pki, dir, serde_json::from_value(settings.clone()).unwrap()).unwrap();
+    let app = estate_gateway::Application::build(config).await.unwrap();
+    let addr = app.api_addr();
+    tokio::spawn(app.run_until(std::future::pending()));
+    addr
 }
 
 /// Start the authorization server on a free port (its issuer URL names the

@@ -270,3 +270,30 @@ async fn api8_edge_headers_and_cors_for_explicit_origins_only() {
     assert_eq!(allowed.headers()["access-control-allow-origin"], APP_ORIGIN);
     assert_ne!(allowed.headers()["access-control-allow-origin"], "*");
 }
+
+async fn status_at(estate: &Estate, gateway: std::net::SocketAddr, token: &str) -> StatusCode {
+    estate.edge().get(estate.edge_url_at(gateway, "/v1/orders")).bearer_auth(token).send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn pc09_two_gateways_sharing_redis_enforce_one_combined_budget() {
+    let estate =
+        Estate::start_with(Options { gateway_ip_per_minute: Some(6), shared_limits: true, ..Options::default() }).await;
+    let alice = estate.user_token("alice").await;
+    let (first, second) = (estate.gateway_addr, estate.another_gateway().await);
+    for gateway in [first, second, first, second, first, second] {
+        assert_eq!(status_at(&estate, gateway, &alice).await, StatusCode::OK);
+    }
+    assert_eq!(status_at(&estate, second, &alice).await, StatusCode::TOO_MANY_REQUESTS, "the budget is shared");
+    assert_eq!(status_at(&estate, first, &alice).await, StatusCode::TOO_MANY_REQUESTS);
+
+    // Without Redis, each replica keeps its own budget: the same traffic passes twice.
+    let alone = Estate::start_with(Options { gateway_ip_per_minute: Some(6), ..Options::default() }).await;
+    let alice = alone.user_token("alice").await;
+    let (first, second) = (alone.gateway_addr, alone.another_gateway().await);
+    for _ in 0..6 {
+        assert_eq!(status_at(&alone, first, &alice).await, StatusCode::OK);
+    }
+    assert_eq!(status_at(&alone, first, &alice).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(status_at(&alone, second, &alice).await, StatusCode::OK, "a second replica has a budget of its own");
+}

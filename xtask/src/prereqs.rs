@@ -71,6 +71,15 @@ pub(crate) fn survey() -> Vec<Prereq> {
             install: Install::Apt(&["rsyslog", "rsyslog-gnutls"]),
         },
         Prereq {
+            name: "Redis server",
+            why: "the gateway's shared rate-limit budget (real server, TLS, in its test)",
+            found: ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+                .iter()
+                .find(|p| Path::new(p).is_file())
+                .map(|p| (*p).to_owned()),
+            install: Install::Apt(&["redis-server"]),
+        },
+        Prereq {
             name: "OpenBao (bao)",
             why: "secrets, PKI and database credentials (real server in dev mode for tests)",
             found: bao_version(),

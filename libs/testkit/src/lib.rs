@@ -28,6 +28,7 @@ pub mod openbao;
 pub mod pki;
 pub mod postgres;
 pub mod psp;
+pub mod redis;
 pub mod siem;
 
 pub use error::TestkitError;
@@ -40,6 +41,7 @@ pub use ports::free_port;
 pub use postgres::{ServiceRoles, TestPostgres};
 pub use process::process_exists;
 pub use psp::{PspMode, TestPsp};
+pub use redis::TestRedis;
 pub use siem::{ReceivedEvent, SiemAuth, TestSiem};
 pub use tools::workspace_root;
 

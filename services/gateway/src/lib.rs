@@ -12,6 +12,7 @@
 pub mod limits;
 pub mod proxy;
 pub mod routes;
+pub mod shared;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use estate_tokens::{Verifier, VerifierConfig};
 use estate_workload_identity::{IdentitySettings, SpiffeId, WorkloadIdentity};
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{LocalLimits, RateClass};
+use crate::limits::{Limits, RateClass};
 use crate::proxy::{Gateway, Upstream};
 use crate::routes::{RouteSettings, RouteTable};
 
@@ -84,6 +85,9 @@ pub struct GatewaySettings {
     /// Browser origins allowed by CORS (exact; `*` is refused).
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// A rate-limit budget shared by every replica, in Redis.
+    #[serde(default)]
+    pub redis: Option<shared::RedisSettings>,
 }
 
 impl DevSettings for GatewaySettings {
@@ -163,6 +167,18 @@ impl Service for Application {
                 timeout,
             });
         }
+        let shared = match &settings.redis {
+            Some(redis) => {
+                use secrecy::ExposeSecret;
+                let password = estate_secrets::resolve(&redis.password, openbao.as_ref())
+                    .await
+                    .context("service.redis.password")?;
+                let password =
+                    std::str::from_utf8(password.expose_secret()).context("service.redis.password is not text")?;
+                Some(shared::SharedLimits::new(redis, secrecy::SecretString::from(password.trim_end().to_owned()))?)
+            }
+            None => None,
+        };
         let table = RouteTable::new(&settings.routes, |name| upstreams.iter().position(|u| u.name == name))?;
         if let Some(route) = table.routes().iter().find(|r| r.body_limit > config.limits.body_bytes) {
             bail!("route {}: body_limit above limits.body_bytes", route.pattern);
@@ -170,7 +186,7 @@ impl Service for Application {
         let gateway = Gateway {
             table,
             upstreams,
-            limits: LocalLimits::new(&settings.rate_classes),
+            limits: Limits::new(&settings.rate_classes, shared),
             cors_origins: settings.cors_origins.clone(),
             audit: audit.clone(),
         };

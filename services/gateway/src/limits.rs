@@ -1,6 +1,7 @@
 //! Rate limits by route class, per client IP, per subject and per OAuth
-//! client (GCRA), in process. (A Redis-backed budget shared by several
-//! gateway replicas is the next step of issue 8.)
+//! client (GCRA): in process by default; with `[service.redis]` every
+//! gateway replica draws from one budget in Redis ([`crate::shared`]),
+//! falling back to the in-process limits while Redis is unreachable.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -67,6 +68,48 @@ impl Dimension {
 /// In-process limiters, one keyed GCRA per (class, dimension).
 pub struct LocalLimits {
     limiters: BTreeMap<(String, Dimension), DefaultKeyedRateLimiter<String>>,
+}
+
+/// The limits the gateway applies: shared when configured, local otherwise.
+pub struct Limits {
+    local: LocalLimits,
+    rates: BTreeMap<(String, Dimension), Rate>,
+    shared: Option<std::sync::Arc<crate::shared::SharedLimits>>,
+}
+
+impl Limits {
+    /// From the classes; `shared` is the Redis budget, if configured.
+    pub fn new(
+        classes: &BTreeMap<String, RateClass>,
+        shared: Option<std::sync::Arc<crate::shared::SharedLimits>>,
+    ) -> Self {
+        let mut rates = BTreeMap::new();
+        for (name, class) in classes {
+            for (dimension, rate) in [
+                (Dimension::Ip, class.per_ip),
+                (Dimension::Subject, class.per_subject),
+                (Dimension::Client, class.per_client),
+            ] {
+                if let Some(rate) = rate {
+                    rates.insert((name.clone(), dimension), rate);
+                }
+            }
+        }
+        Self { local: LocalLimits::new(classes), rates, shared }
+    }
+
+    /// `Err(wait)` when `key` has no budget left in `class`/`dimension`.
+    pub async fn check(&self, class: &str, dimension: Dimension, key: &str) -> Result<(), Duration> {
+        let Some(rate) = self.rates.get(&(class.to_owned(), dimension)).copied() else { return Ok(()) };
+        if let Some(shared) = &self.shared {
+            let redis_key = format!("estate:rl:{class}:{}:{key}", dimension.as_str());
+            match shared.check(&redis_key, rate).await {
+                Ok(decision) => return decision,
+                Err(error) => tracing::warn!(%error, "shared rate limit unavailable; using this replica's limits"),
+            }
+        }
+        self.local.check(class, dimension, key)
+    }
 }
 
 fn quota(rate: Rate) -> Quota {

@@ -28,7 +28,7 @@ use estate_tokens::{AuthRejection, TokenError, VerifiedToken, Verifier, bearer_t
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use tokio::sync::Semaphore;
 
-use crate::limits::{Dimension, LocalLimits};
+use crate::limits::{Dimension, Limits};
 use crate::routes::{Lookup, RouteTable};
 
 /// One upstream service.
@@ -54,7 +54,7 @@ pub struct Gateway {
     /// Upstreams, by index.
     pub upstreams: Vec<Upstream>,
     /// Rate limits.
-    pub limits: LocalLimits,
+    pub limits: Limits,
     /// Allowed CORS origins (exact match).
     pub cors_origins: Vec<String>,
     /// Audit log.
@@ -195,7 +195,7 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
     let upstream = &gateway.upstreams[route.upstream];
 
     if let Some(ip) = ip
-        && let Err(wait) = gateway.limits.check(&route.class, Dimension::Ip, &ip.to_string())
+        && let Err(wait) = gateway.limits.check(&route.class, Dimension::Ip, &ip.to_string()).await
     {
         gateway.audit_limit(Dimension::Ip, Some(ip), None);
         return with_cors(too_many(wait), origin);
@@ -241,7 +241,7 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
         (Dimension::Client, verified.client_id().map(|c| c.as_str())),
     ] {
         if let Some(key) = key
-            && let Err(wait) = gateway.limits.check(&route.class, dimension, key)
+            && let Err(wait) = gateway.limits.check(&route.class, dimension, key).await
         {
             gateway.audit_limit(dimension, ip, Some(&verified));
             return with_cors(too_many(wait), origin);
