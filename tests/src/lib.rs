@@ -109,6 +109,8 @@ pub const GATEWAY_BODY_LIMIT: usize = 16 * 1024;
 pub struct Estate {
     /// The gateway's public address.
     pub gateway_addr: SocketAddr,
+    /// The gateway's management address (health, metrics).
+    pub gateway_management: SocketAddr,
     gateway_settings: Value,
     _redis: Option<TestRedis>,
     /// The CA of the management listeners' server certificates.
@@ -331,7 +333,7 @@ impl Estate {
             addrs
         };
         let redis = if options.shared_limits { Some(TestRedis::start().await.unwrap()) } else { None };
-        let (gateway_addr, gateway_settings) = {
+        let (gateway_addr, gateway_management, gateway_settings) = {
             let openbao = estate_secrets::testing::openbao_settings(d, "gateway-", &bao, &credentials[3]).unwrap();
             let routes: Vec<Value> = GATEWAY_ROUTES
                 .iter()
@@ -369,11 +371,13 @@ impl Estate {
                     "password": format!("file:{}", password.display()),
                 });
             }
-            (start_gateway(&pki, d, &settings).await, settings)
+            let (api, management) = start_gateway(&pki, d, &settings).await;
+            (api, management, settings)
         };
         let admin = pg.admin_pool().await.unwrap();
         Self {
             gateway_addr,
+            gateway_management,
             gateway_settings,
             _redis: redis,
             pki,
@@ -450,7 +454,7 @@ impl Estate {
 
     /// Another gateway replica with the same configuration; its public address.
     pub async fn another_gateway(&self) -> SocketAddr {
-        start_gateway(&self.pki, self._dir.path(), &self.gateway_settings).await
+        start_gateway(&self.pki, self._dir.path(), &self.gateway_settings).await.0
     }
 
     /// A client of the public edge (trusts the edge's CA, presents nothing).
@@ -526,12 +530,12 @@ fn sha256_hex(secret: &str) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn start_gateway(pki: &TestPki, dir: &Path, settings: &Value) -> SocketAddr {
+async fn start_gateway(pki: &TestPki, dir: &Path, settings: &Value) -> (SocketAddr, SocketAddr) {
     let config = estate_testkit::kit::config_with(pki, dir, serde_json::from_value(settings.clone()).unwrap()).unwrap();
     let app = estate_gateway::Application::build(config).await.unwrap();
-    let addr = app.api_addr();
+    let addrs = (app.api_addr(), app.management_addr());
     tokio::spawn(app.run_until(std::future::pending()));
-    addr
+    addrs
 }
 
 /// Start the authorization server on a free port (its issuer URL names the

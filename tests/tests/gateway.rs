@@ -297,3 +297,27 @@ async fn pc09_two_gateways_sharing_redis_enforce_one_combined_budget() {
     assert_eq!(status_at(&alone, first, &alice).await, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(status_at(&alone, second, &alice).await, StatusCode::OK, "a second replica has a budget of its own");
 }
+
+#[tokio::test]
+async fn the_gateway_counts_rejections_by_reason_and_times_upstream_calls() {
+    let estate = Estate::start().await;
+    let alice = estate.user_token("alice").await;
+    call(&estate, Method::GET, "/v1/orders", Some(&alice), None).await;
+    call(&estate, Method::GET, "/v1/orders", None, None).await;
+    call(&estate, Method::GET, "/nowhere/at/all", Some(&alice), None).await;
+    let metrics = estate
+        .edge()
+        .get(format!("https://localhost:{}/metrics", estate.gateway_management.port()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |needle: &[&str]| metrics.lines().any(|l| needle.iter().all(|n| l.contains(n)) && !l.starts_with('#'));
+    assert!(line(&["estate_http_requests_total", "route=\"/v1/orders\"", "status=\"200\""]), "{metrics}");
+    assert!(line(&["estate_http_requests_total", "reason=\"token_missing\"", "status=\"401\""]), "{metrics}");
+    assert!(line(&["estate_http_requests_total", "route=\"unrouted\"", "reason=\"no_route\""]), "{metrics}");
+    assert!(line(&["estate_upstream_duration_seconds_count", "route=\"/v1/orders\""]), "{metrics}");
+    assert!(!metrics.contains("/nowhere/at/all"), "raw paths never become labels");
+}

@@ -25,7 +25,7 @@ commands:
   prereqs   install missing prerequisites only
   audit-verify FILE
             check a received audit log for gaps, reordering and edits
-  bench [tokens|auth]
+  bench [tokens|auth|gateway]
             run benchmarks (release build) and print their figures";
 
 fn main() -> ExitCode {
@@ -141,8 +141,11 @@ fn test(args: &[String]) -> Result<()> {
 
 /// Benchmarks report figures; they assert nothing (tests do that).
 fn bench(args: &[String]) -> Result<()> {
-    const BENCHES: [(&str, &str, &str); 2] =
-        [("tokens", "estate-tokens", "verify"), ("auth", "auth", "token_endpoint")];
+    const BENCHES: [(&str, &str, &str); 3] = [
+        ("tokens", "estate-tokens", "verify"),
+        ("auth", "auth", "token_endpoint"),
+        ("gateway", "gateway", "through_gateway"),
+    ];
     let wanted: Vec<&str> = args.iter().map(String::as_str).collect();
     for (name, package, bench) in BENCHES {
         if wanted.is_empty() || wanted.contains(&name) {

@@ -21,6 +21,28 @@ pub struct HttpLabels {
     method: String,
     route: String,
     status: u16,
+    /// Why the request was refused (empty when it was not): rejections by reason.
+    reason: &'static str,
+}
+
+/// A response extension for handlers that route by themselves (a fallback
+/// handler, the gateway): the route template to label the request with.
+#[derive(Clone, Debug)]
+pub struct RouteLabel(pub String);
+
+/// A response extension naming why a request was refused (`no_route`,
+/// `rate_limited_ip`, `invalid_token` …): counted per reason.
+#[derive(Clone, Copy, Debug)]
+pub struct Rejection(pub &'static str);
+
+/// A response extension: how long the upstream call behind this response
+/// took (`estate_upstream_duration_seconds`).
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamTime(pub std::time::Duration);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    route: String,
 }
 
 /// HTTP request metrics of one listener.
@@ -29,6 +51,7 @@ pub struct HttpMetrics {
     listener: &'static str,
     requests: Family<HttpLabels, Counter>,
     duration: Family<HttpLabels, Histogram>,
+    upstream: Family<UpstreamLabels, Histogram>,
 }
 
 impl Default for HttpMetrics {
@@ -43,6 +66,7 @@ impl HttpMetrics {
             listener,
             requests: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 16))),
+            upstream: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 16))),
         }
     }
 }
@@ -94,6 +118,11 @@ impl Metrics {
         let management = HttpMetrics { listener: "management", ..api.clone() };
         registry.register("estate_http_requests", "HTTP requests handled", api.requests.clone());
         registry.register("estate_http_request_duration_seconds", "HTTP request handling time", api.duration.clone());
+        registry.register(
+            "estate_upstream_duration_seconds",
+            "Time of the upstream call behind a forwarded request",
+            api.upstream.clone(),
+        );
         let audit = Arc::new(AuditCollector::default());
         registry.register_collector(Box::new(audit.clone()));
         Self { registry: Arc::new(registry), api, management, audit }
@@ -128,10 +157,19 @@ impl Metrics {
 pub async fn record_http_metrics(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
-    let route =
-        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let matched = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let response = next.run(request).await;
-    let labels = HttpLabels { listener: metrics.listener, method, route, status: response.status().as_u16() };
+    let route = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map(|label| label.0.clone())
+        .or(matched)
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let reason = response.extensions().get::<Rejection>().map_or("", |r| r.0);
+    if let Some(UpstreamTime(elapsed)) = response.extensions().get::<UpstreamTime>() {
+        metrics.upstream.get_or_create(&UpstreamLabels { route: route.clone() }).observe(elapsed.as_secs_f64());
+    }
+    let labels = HttpLabels { listener: metrics.listener, method, route, status: response.status().as_u16(), reason };
     metrics.requests.get_or_create(&labels).inc();
     metrics.duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     response

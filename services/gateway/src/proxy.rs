@@ -22,6 +22,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use estate_audit::{Action, AuditEvent, Outcome};
 use estate_service_kit::Problem;
+use estate_service_kit::metrics::{Rejection, RouteLabel, UpstreamTime};
 use estate_service_kit::middleware::{RequestContext, X_REQUEST_ID};
 use estate_service_kit::serve::ConnectionInfo;
 use estate_tokens::{AuthRejection, TokenError, VerifiedToken, Verifier, bearer_token};
@@ -145,8 +146,25 @@ fn with_cors(mut response: Response, origin: Option<HeaderValue>) -> Response {
     response
 }
 
-/// The handler for every path.
+/// Mark a refusal with its reason (counted by the kit's metrics).
+fn refused(mut response: Response, reason: &'static str) -> Response {
+    response.extensions_mut().insert(Rejection(reason));
+    response
+}
+
+/// The handler for every path: [`handle`], labelled for the metrics with the
+/// route template (never the raw path).
 pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let label = match gateway.table.lookup(request.method(), request.uri().path()) {
+        Lookup::Found(route) => route.pattern.clone(),
+        _ => "unrouted".to_owned(),
+    };
+    let mut response = handle(&gateway, request).await;
+    response.extensions_mut().insert(RouteLabel(label));
+    response
+}
+
+async fn handle(gateway: &Gateway, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let ip = parts.extensions.get::<ConnectionInfo>().map(|c| c.remote_addr.ip());
     let origin = gateway.cors_origin(&parts.headers);
@@ -176,7 +194,7 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
                 headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
                 response
             }
-            _ => problem(StatusCode::FORBIDDEN),
+            _ => refused(problem(StatusCode::FORBIDDEN), "cors_preflight_refused"),
         };
     }
 
@@ -188,9 +206,9 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
             if let Ok(value) = HeaderValue::from_str(&allow) {
                 response.headers_mut().insert(header::ALLOW, value);
             }
-            return with_cors(response, origin);
+            return refused(with_cors(response, origin), "method_not_routed");
         }
-        Lookup::NotFound => return with_cors(problem(StatusCode::NOT_FOUND), origin),
+        Lookup::NotFound => return refused(with_cors(problem(StatusCode::NOT_FOUND), origin), "no_route"),
     };
     let upstream = &gateway.upstreams[route.upstream];
 
@@ -198,31 +216,37 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
         && let Err(wait) = gateway.limits.check(&route.class, Dimension::Ip, &ip.to_string()).await
     {
         gateway.audit_limit(Dimension::Ip, Some(ip), None);
-        return with_cors(too_many(wait), origin);
+        return refused(with_cors(too_many(wait), origin), "rate_limited_ip");
     }
 
     let declared =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > route.body_limit as u64) {
-        return with_cors(problem(StatusCode::PAYLOAD_TOO_LARGE), origin);
+        return refused(with_cors(problem(StatusCode::PAYLOAD_TOO_LARGE), origin), "body_too_large");
     }
 
     let token = match bearer_token(&parts.headers) {
         Ok(Some(token)) => token,
         Ok(None) => {
             gateway.audit_auth(Action::AuthenticationFailed, "gateway_token_missing", ip);
-            return with_cors(AuthRejection::Unauthenticated(TokenError::Missing).into_response(), origin);
+            return refused(
+                with_cors(AuthRejection::Unauthenticated(TokenError::Missing).into_response(), origin),
+                "token_missing",
+            );
         }
         Err(error) => {
             gateway.audit_auth(Action::AuthenticationFailed, "gateway_token_malformed", ip);
-            return with_cors(AuthRejection::Unauthenticated(error).into_response(), origin);
+            return refused(
+                with_cors(AuthRejection::Unauthenticated(error).into_response(), origin),
+                "token_malformed",
+            );
         }
     };
     let verified = match upstream.verifier.verify(token).await {
         Ok(verified) => verified,
         Err(error) => {
             gateway.audit_auth(Action::AuthenticationFailed, "gateway_token_invalid", ip);
-            return with_cors(AuthRejection::Unauthenticated(error).into_response(), origin);
+            return refused(with_cors(AuthRejection::Unauthenticated(error).into_response(), origin), "token_invalid");
         }
     };
     if !verified.scopes().contains(route.scope) {
@@ -234,7 +258,10 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
                 .client(verified.client_id().map_or("", |c| c.as_str()))
                 .token_id(verified.jti().map_or("", |j| j.as_str())),
         );
-        return with_cors(AuthRejection::InsufficientScope(route.scope).into_response(), origin);
+        return refused(
+            with_cors(AuthRejection::InsufficientScope(route.scope).into_response(), origin),
+            "insufficient_scope",
+        );
     }
     for (dimension, key) in [
         (Dimension::Subject, Some(verified.subject().as_str())),
@@ -244,18 +271,19 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
             && let Err(wait) = gateway.limits.check(&route.class, dimension, key).await
         {
             gateway.audit_limit(dimension, ip, Some(&verified));
-            return with_cors(too_many(wait), origin);
+            let reason = if dimension == Dimension::Subject { "rate_limited_subject" } else { "rate_limited_client" };
+            return refused(with_cors(too_many(wait), origin), reason);
         }
     }
 
     // The body, within the route's limit (a chunked body is cut off at the limit).
     let Ok(bytes) = axum::body::to_bytes(body, route.body_limit).await else {
-        return with_cors(problem(StatusCode::PAYLOAD_TOO_LARGE), origin);
+        return refused(with_cors(problem(StatusCode::PAYLOAD_TOO_LARGE), origin), "body_too_large");
     };
 
     let Ok(_permit) = upstream.permits.clone().try_acquire_owned() else {
         tracing::warn!(upstream = %upstream.name, "upstream concurrency limit reached");
-        return with_cors(problem(StatusCode::SERVICE_UNAVAILABLE), origin);
+        return refused(with_cors(problem(StatusCode::SERVICE_UNAVAILABLE), origin), "upstream_saturated");
     };
     let mut headers = upstream_headers(&parts.headers);
     headers.extend(estate_service_kit::telemetry::outbound_trace_headers());
@@ -271,15 +299,16 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
         .headers(headers)
         .body(bytes)
         .send();
+    let sent = std::time::Instant::now();
     let answer = match tokio::time::timeout(upstream.timeout, call).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
             tracing::warn!(upstream = %upstream.name, error = %error.without_url(), "upstream call failed");
-            return with_cors(problem(StatusCode::BAD_GATEWAY), origin);
+            return refused(with_cors(problem(StatusCode::BAD_GATEWAY), origin), "upstream_failed");
         }
         Err(_) => {
             tracing::warn!(upstream = %upstream.name, "upstream timed out");
-            return with_cors(problem(StatusCode::GATEWAY_TIMEOUT), origin);
+            return refused(with_cors(problem(StatusCode::GATEWAY_TIMEOUT), origin), "upstream_timeout");
         }
     };
 
@@ -291,8 +320,10 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
             }
         }
     }
-    let response =
+    let mut response =
         response.body(Body::from_stream(answer.bytes_stream())).unwrap_or_else(|_| problem(StatusCode::BAD_GATEWAY));
+    // Time to the upstream's answer head (the body streams on).
+    response.extensions_mut().insert(UpstreamTime(sent.elapsed()));
     with_cors(response, origin)
 }
 
