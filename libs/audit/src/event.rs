@@ -261,6 +261,11 @@ impl AuditEvent {
             Err(_) => self,
         }
     }
+    /// Who called, from a verified token's subject, client id and token id
+    /// (each left out if absent or not a valid identifier).
+    pub fn caller(self, subject: &str, client: Option<&str>, jti: Option<&str>) -> Self {
+        self.user(subject).client(client.unwrap_or_default()).token_id(jti.unwrap_or_default())
+    }
     /// The token id, from a string (left out if invalid).
     pub fn token_id(self, value: &str) -> Self {
         match Identifier::new(value) {

@@ -73,14 +73,7 @@ impl Platform {
         audit: &estate_service_kit::config::AuditConfig,
     ) -> anyhow::Result<Self> {
         let audit = estate_service_kit::audit_log(service, audit)?;
-        let openbao = match settings.openbao {
-            Some(openbao) => {
-                let client = estate_secrets::OpenBao::login(openbao).await.context("openbao login")?;
-                client.spawn_token_renewal();
-                Some(client)
-            }
-            None => None,
-        };
+        let openbao = estate_secrets::OpenBao::login_renewing(settings.openbao).await.context("openbao login")?;
         let identity = WorkloadIdentity::load(settings.identity, openbao.as_ref(), Some(audit.clone()))
             .await
             .context("workload identity")?;

@@ -164,6 +164,15 @@ impl OpenBao {
         Ok(Self { address: address.trim_end_matches('/').to_owned(), http, token: Arc::new(RwLock::new(state)) })
     }
 
+    /// Log in when configured, and keep the token renewed (what every
+    /// service does at start); `None` without settings.
+    pub async fn login_renewing(settings: Option<&OpenBaoSettings>) -> Result<Option<Self>, OpenBaoError> {
+        let Some(settings) = settings else { return Ok(None) };
+        let client = Self::login(settings).await?;
+        client.spawn_token_renewal();
+        Ok(Some(client))
+    }
+
     /// Log in as configured.
     pub async fn login(settings: &OpenBaoSettings) -> Result<Self, OpenBaoError> {
         let ca = match &settings.ca_file {

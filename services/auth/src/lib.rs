@@ -123,14 +123,7 @@ async fn build_state(
         bail!("exchanged_token_ttl_secs must be 1..={MAX_EXCHANGED_TOKEN_TTL_SECS}");
     }
     let issuer = settings.issuer.trim_end_matches('/').to_owned();
-    let openbao = match &settings.openbao {
-        Some(openbao) => {
-            let client = estate_secrets::OpenBao::login(openbao).await.context("openbao login")?;
-            client.spawn_token_renewal();
-            Some(client)
-        }
-        None => None,
-    };
+    let openbao = estate_secrets::OpenBao::login_renewing(settings.openbao.as_ref()).await.context("openbao login")?;
     let keys = Arc::new(match (&settings.key_store, &settings.signing_key, settings.dev_generated_signing_key) {
         (Some(store), _, _) => {
             let client = openbao.as_ref().context("service.key_store needs service.openbao")?;

@@ -131,14 +131,8 @@ impl Service for Application {
             bail!("service.cors_origins: wildcards are refused; list the origins");
         }
         let audit = estate_service_kit::audit_log(Self::NAME, &config.audit)?;
-        let openbao = match &settings.openbao {
-            Some(openbao) => {
-                let client = estate_secrets::OpenBao::login(openbao).await.context("openbao login")?;
-                client.spawn_token_renewal();
-                Some(client)
-            }
-            None => None,
-        };
+        let openbao =
+            estate_secrets::OpenBao::login_renewing(settings.openbao.as_ref()).await.context("openbao login")?;
         let identity = WorkloadIdentity::load(&settings.identity, openbao.as_ref(), Some(audit.clone()))
             .await
             .context("workload identity")?;

@@ -83,19 +83,7 @@ impl Limits {
         classes: &BTreeMap<String, RateClass>,
         shared: Option<std::sync::Arc<crate::shared::SharedLimits>>,
     ) -> Self {
-        let mut rates = BTreeMap::new();
-        for (name, class) in classes {
-            for (dimension, rate) in [
-                (Dimension::Ip, class.per_ip),
-                (Dimension::Subject, class.per_subject),
-                (Dimension::Client, class.per_client),
-            ] {
-                if let Some(rate) = rate {
-                    rates.insert((name.clone(), dimension), rate);
-                }
-            }
-        }
-        Self { local: LocalLimits::new(classes), rates, shared }
+        Self { local: LocalLimits::new(classes), rates: rates(classes).collect(), shared }
     }
 
     /// `Err(wait)` when `key` has no budget left in `class`/`dimension`.
@@ -112,6 +100,15 @@ impl Limits {
     }
 }
 
+/// Every configured rate, keyed by (class, dimension).
+fn rates(classes: &BTreeMap<String, RateClass>) -> impl Iterator<Item = ((String, Dimension), Rate)> + '_ {
+    classes.iter().flat_map(|(name, class)| {
+        [(Dimension::Ip, class.per_ip), (Dimension::Subject, class.per_subject), (Dimension::Client, class.per_client)]
+            .into_iter()
+            .filter_map(move |(dimension, rate)| rate.map(|rate| ((name.clone(), dimension), rate)))
+    })
+}
+
 fn quota(rate: Rate) -> Quota {
     let burst = NonZeroU32::new(rate.requests.max(1)).unwrap_or(NonZeroU32::MIN);
     Quota::with_period(rate.interval()).map_or_else(|| Quota::per_second(burst), |q| q.allow_burst(burst))
@@ -120,19 +117,7 @@ fn quota(rate: Rate) -> Quota {
 impl LocalLimits {
     /// Limiters for `classes`.
     pub fn new(classes: &BTreeMap<String, RateClass>) -> Self {
-        let mut limiters = BTreeMap::new();
-        for (name, class) in classes {
-            for (dimension, rate) in [
-                (Dimension::Ip, class.per_ip),
-                (Dimension::Subject, class.per_subject),
-                (Dimension::Client, class.per_client),
-            ] {
-                if let Some(rate) = rate {
-                    limiters.insert((name.clone(), dimension), RateLimiter::keyed(quota(rate)));
-                }
-            }
-        }
-        Self { limiters }
+        Self { limiters: rates(classes).map(|(key, rate)| (key, RateLimiter::keyed(quota(rate)))).collect() }
     }
 
     /// `Err(wait)` when `key` has no budget left in `class`/`dimension`.

@@ -117,10 +117,11 @@ impl Gateway {
         };
         let mut event = AuditEvent::new(Action::RateLimited, Outcome::Failure).reason(reason).source(ip);
         if let Some(token) = token {
-            event = event
-                .user(token.subject().as_str())
-                .client(token.client_id().map_or("", |c| c.as_str()))
-                .token_id(token.jti().map_or("", |j| j.as_str()));
+            event = event.caller(
+                token.subject().as_str(),
+                token.client_id().map(|c| c.as_str()),
+                token.jti().map(|j| j.as_str()),
+            );
         }
         self.audit.emit(event);
     }
@@ -254,9 +255,11 @@ async fn handle(gateway: &Gateway, request: Request) -> Response {
             AuditEvent::new(Action::AccessDenied, Outcome::Failure)
                 .reason("gateway_insufficient_scope")
                 .source(ip)
-                .user(verified.subject().as_str())
-                .client(verified.client_id().map_or("", |c| c.as_str()))
-                .token_id(verified.jti().map_or("", |j| j.as_str())),
+                .caller(
+                    verified.subject().as_str(),
+                    verified.client_id().map(|c| c.as_str()),
+                    verified.jti().map(|j| j.as_str()),
+                ),
         );
         return refused(
             with_cors(AuthRejection::InsufficientScope(route.scope).into_response(), origin),

@@ -42,10 +42,11 @@ impl InventoryService {
                 event = event.peer(id);
             }
             if let Some(token) = token {
-                event = event
-                    .user(token.subject().as_str())
-                    .client(token.client_id().map_or("", |c| c.as_str()))
-                    .token_id(token.jti().map_or("", |j| j.as_str()));
+                event = event.caller(
+                    token.subject().as_str(),
+                    token.client_id().map(|c| c.as_str()),
+                    token.jti().map(|j| j.as_str()),
+                );
             }
             self.audit.emit(event);
         };

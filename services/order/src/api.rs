@@ -197,9 +197,7 @@ async fn set_checkout(
     state.audit.emit(
         AuditEvent::new(Action::AdminAction, Outcome::Success)
             .reason(if body.enabled { "checkout_enabled" } else { "checkout_paused" })
-            .user(token.subject().as_str())
-            .client(token.client_id().map_or("", |c| c.as_str()))
-            .token_id(token.jti().map_or("", |j| j.as_str())),
+            .caller(token.subject().as_str(), token.client_id().map(|c| c.as_str()), token.jti().map(|j| j.as_str())),
     );
     Json(body).into_response()
 }
@@ -350,13 +348,11 @@ fn invalid_body(errors: Vec<FieldError>) -> Response {
 
 impl AppState {
     fn audit_denied(&self, token: &VerifiedToken, action: Action, reason: &'static str) {
-        self.audit.emit(
-            AuditEvent::new(action, Outcome::Failure)
-                .reason(reason)
-                .user(token.subject().as_str())
-                .client(token.client_id().map_or("", |c| c.as_str()))
-                .token_id(token.jti().map_or("", |j| j.as_str())),
-        );
+        self.audit.emit(AuditEvent::new(action, Outcome::Failure).reason(reason).caller(
+            token.subject().as_str(),
+            token.client_id().map(|c| c.as_str()),
+            token.jti().map(|j| j.as_str()),
+        ));
     }
 
     /// 404 for a foreign or missing order, recorded (BOLA probing shows in the SIEM).

@@ -121,11 +121,11 @@ fn internal(error: &sqlx::Error) -> Response {
 
 impl AppState {
     fn deny(&self, token: &VerifiedToken, peer: &Peer, status: StatusCode, reason: &'static str) -> Response {
-        let mut event = AuditEvent::new(Action::AccessDenied, Outcome::Failure)
-            .reason(reason)
-            .user(token.subject().as_str())
-            .client(token.client_id().map_or("", |c| c.as_str()))
-            .token_id(token.jti().map_or("", |j| j.as_str()));
+        let mut event = AuditEvent::new(Action::AccessDenied, Outcome::Failure).reason(reason).caller(
+            token.subject().as_str(),
+            token.client_id().map(|c| c.as_str()),
+            token.jti().map(|j| j.as_str()),
+        );
         if let Ok(id) = estate_audit::Identifier::new(peer.0.as_str()) {
             event = event.peer(id);
         }

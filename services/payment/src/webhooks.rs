@@ -117,27 +117,26 @@ pub async fn register(
     Dto(body): Dto<RegisterWebhook>,
 ) -> Response {
     let customer = token.subject().as_str().to_owned();
-    let url = match state.egress.vet_url(&body.url).await {
-        Ok(url) => url,
-        Err(error) => {
-            let class = refused_class(&error);
-            tracing::info!(class, "webhook destination refused");
-            state.audit.emit(
-                AuditEvent::new(Action::AccessDenied, Outcome::Failure)
-                    .reason("webhook_destination_refused")
-                    .user(&customer)
-                    .client(token.client_id().map_or("", |c| c.as_str()))
-                    .token_id(token.jti().map_or("", |j| j.as_str())),
-            );
-            return Problem::typed(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                estate_service_kit::dto::INVALID_BODY,
-                "Invalid request body",
-            )
-            .with_field_errors(vec![FieldError { field: "url".into(), code: class.into() }])
-            .into_response();
-        }
-    };
+    let url =
+        match state.egress.vet_url(&body.url).await {
+            Ok(url) => url,
+            Err(error) => {
+                let class = refused_class(&error);
+                tracing::info!(class, "webhook destination refused");
+                state.audit.emit(
+                    AuditEvent::new(Action::AccessDenied, Outcome::Failure)
+                        .reason("webhook_destination_refused")
+                        .caller(&customer, token.client_id().map(|c| c.as_str()), token.jti().map(|j| j.as_str())),
+                );
+                return Problem::typed(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    estate_service_kit::dto::INVALID_BODY,
+                    "Invalid request body",
+                )
+                .with_field_errors(vec![FieldError { field: "url".into(), code: class.into() }])
+                .into_response();
+            }
+        };
     let id = Uuid::new_v4();
     let stored = async {
         let mut tx = estate_platform::owner_transaction(&state.pool, &customer).await?;
