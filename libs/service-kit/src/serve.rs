@@ -49,6 +49,13 @@ pub struct ConnectionInfo {
     pub peer_certificates: Arc<Vec<CertificateDer<'static>>>,
 }
 
+/// Most header fields in an HTTP/1.1 request.
+pub const MAX_HEADER_FIELDS: usize = 64;
+/// Largest HTTP/1.1 request head (and read buffer).
+pub const MAX_HTTP1_HEAD_BYTES: usize = 64 * 1024;
+/// Largest HTTP/2 header list.
+pub const MAX_HTTP2_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
 /// A bound TLS listener, not yet serving.
 pub struct TlsListener {
     tcp: TcpListener,
@@ -74,8 +81,14 @@ impl TlsListener {
         let graceful = GracefulShutdown::new();
         let mut http = Builder::new(TokioExecutor::new());
         // Slow-header (slowloris) guard on HTTP/1.1.
-        http.http1().timer(TokioTimer::new()).header_read_timeout(self.handshake_timeout);
-        http.http2().timer(TokioTimer::new());
+        // Header caps (OWASP API4): at most 64 header fields and a 64 KiB
+        // request head on HTTP/1.1 (431 beyond), a 16 KiB header list on HTTP/2.
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.handshake_timeout)
+            .max_headers(MAX_HEADER_FIELDS)
+            .max_buf_size(MAX_HTTP1_HEAD_BYTES);
+        http.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HTTP2_HEADER_LIST_BYTES);
         let http = Arc::new(http);
 
         loop {

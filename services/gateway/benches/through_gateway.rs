@@ -7,17 +7,17 @@
 //! compare the two paths on the same hardware; they are not capacity claims.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, reason = "a benchmark binary")]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::FromRef;
-use estate_service_kit::management::Readiness;
-use estate_service_kit::{Server, Service};
-use estate_testkit::{LeafSpec, TestIdp, TestPki, spiffe_id};
+use estate_testkit::spiffe_id;
 use estate_tokens::scopes::OrdersRead;
 use estate_tokens::{Scoped, Verifier, VerifierConfig};
-use estate_workload_identity::tls::{Svid, client_config_from_pem, server_config};
-use estate_workload_identity::{EastWestPolicy, RotatingIdentity};
+use estate_workload_identity::tls::client_config_from_pem;
 use serde_json::{Value, json};
 
 const REQUESTS: usize = 20_000;
@@ -71,67 +71,25 @@ async fn load(name: &str, http: &reqwest::Client, url: &str, token: &str) {
 
 #[tokio::main]
 async fn main() {
-    let idp = TestIdp::start().await.unwrap();
-    let token = idp.mint(&idp.access_claims("alice", "order-api", "orders:read")).unwrap();
-    let workloads = TestPki::new("bench-workloads").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-
-    // The upstream: mTLS with an SVID for `order`, verifying tokens itself.
-    let leaf = workloads.issue(&LeafSpec::spiffe(&spiffe_id("order"))).unwrap();
-    let identity =
-        RotatingIdentity::new(Svid { chain: leaf.chain().unwrap(), key: leaf.private_key().unwrap() }).unwrap();
-    let tls = estate_service_kit::tls::ServerTls::new(server_config(identity, &[workloads.ca_der()]).unwrap());
-    let mut verifier = VerifierConfig::new(idp.issuer(), &["order-api"]);
-    verifier.ca_pem = Some(idp.ca_pem());
-    let policy = EastWestPolicy::from_toml(&format!(
-        "[[allow]]\ncaller = \"{}\"\nmethods = [\"GET\"]\npaths = [\"/v1/ping\"]\n",
-        spiffe_id("gateway")
-    ))
-    .unwrap();
-    let router = axum::Router::new()
-        .route("/v1/ping", axum::routing::get(ping))
-        .with_state(UpstreamState(Verifier::new(verifier).await.unwrap()))
-        .layer(axum::middleware::from_fn_with_state(policy, estate_workload_identity::enforce));
-    let config = estate_testkit::kit::config::<estate_service_kit::NoServiceSettings>(&workloads, dir.path()).unwrap();
-    let upstream = Server::bind_with_api_tls("order", &config, router, Readiness::default(), Some(tls)).await.unwrap();
-    let upstream_port = upstream.api_addr().port();
-    tokio::spawn(upstream.run_until(std::future::pending()));
-
-    // The gateway, with an SVID for `gateway`, in front of it.
-    let svid = workloads.issue(&LeafSpec::spiffe(&spiffe_id("gateway"))).unwrap();
-    let files = svid.write_to(dir.path(), "gateway").unwrap();
-    let bundle = dir.path().join("bundle.pem");
-    std::fs::write(&bundle, workloads.ca_pem()).unwrap();
-    let idp_ca = dir.path().join("idp-ca.pem");
-    std::fs::write(&idp_ca, idp.ca_pem()).unwrap();
-    let settings = json!({
-        "identity": { "bundle_file": bundle, "svid": { "source": "files", "cert_file": files.cert, "key_file": files.key } },
-        "issuer": idp.issuer(),
-        "issuer_ca_file": idp_ca,
-        "upstreams": [{ "name": "order", "url": format!("https://127.0.0.1:{upstream_port}"), "spiffe_id": spiffe_id("order"), "audience": "order-api", "max_in_flight": 1024 }],
-        "routes": [{ "path": "/v1/ping", "methods": ["GET"], "upstream": "order", "scope": "orders:read" }],
-    });
-    let edge = TestPki::new("bench-edge").unwrap();
-    let edge_dir = tempfile::tempdir().unwrap();
-    let mut config =
-        estate_testkit::kit::config_with(&edge, edge_dir.path(), serde_json::from_value(settings).unwrap()).unwrap();
-    config.audit.stdout = false;
-    let gateway = estate_gateway::Application::build(config).await.unwrap();
-    let gateway_port = gateway.api_addr().port();
-    tokio::spawn(gateway.run_until(std::future::pending()));
-
-    // Clients: directly (presenting the gateway's SVID, as the gateway does) and at the edge.
+    // The upstream verifies tokens itself (same issuer), as every estate service does.
+    let idp = estate_testkit::TestIdp::start().await.unwrap();
+    let mut config = VerifierConfig::new(idp.issuer(), &["order-api"]);
+    config.ca_pem = Some(idp.ca_pem());
+    let verifier = Verifier::new(config).await.unwrap();
+    let router = axum::Router::new().route("/v1/ping", axum::routing::get(ping)).with_state(UpstreamState(verifier));
+    let pair = common::start_with_idp(idp, router, &["/v1/ping"], json!({ "max_in_flight": 1024 })).await;
+    let token = pair.token();
     let direct_tls = client_config_from_pem(
-        svid.cert_pem(),
-        svid.key_pem(),
-        &workloads.ca_pem(),
+        pair.gateway_svid.cert_pem(),
+        pair.gateway_svid.key_pem(),
+        &pair.workloads.ca_pem(),
         spiffe_id("order").parse().unwrap(),
     )
     .unwrap();
     let direct = reqwest::Client::builder().use_preconfigured_tls(direct_tls).build().unwrap();
-    let public = edge.https_client().unwrap();
-    let direct_url = format!("https://127.0.0.1:{upstream_port}/v1/ping");
-    let edge_url = format!("https://localhost:{gateway_port}/v1/ping");
+    let public = pair.edge.https_client().unwrap();
+    let direct_url = format!("https://127.0.0.1:{}/v1/ping", pair.upstream.port());
+    let edge_url = pair.url("/v1/ping");
 
     println!("gateway benchmark: GET with a JWT (ES256, verified-token cache on), {REQUESTS} requests per path");
     // Warm both paths (connections, JWKS, caches), then measure.

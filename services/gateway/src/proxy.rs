@@ -305,6 +305,10 @@ async fn handle(gateway: &Gateway, request: Request) -> Response {
     let sent = std::time::Instant::now();
     let answer = match tokio::time::timeout(upstream.timeout, call).await {
         Ok(Ok(answer)) => answer,
+        Ok(Err(error)) if error.is_timeout() => {
+            tracing::warn!(upstream = %upstream.name, "upstream timed out");
+            return refused(with_cors(problem(StatusCode::GATEWAY_TIMEOUT), origin), "upstream_timeout");
+        }
         Ok(Err(error)) => {
             tracing::warn!(upstream = %upstream.name, error = %error.without_url(), "upstream call failed");
             return refused(with_cors(problem(StatusCode::BAD_GATEWAY), origin), "upstream_failed");
