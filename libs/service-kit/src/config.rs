@@ -82,6 +82,9 @@ pub struct Config<S> {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[telemetry]`: OTLP export of request spans.
+    #[serde(default)]
+    pub telemetry: crate::otlp::TelemetryConfig,
     /// Where audit events go.
     #[serde(default)]
     pub audit: AuditConfig,
@@ -358,6 +361,7 @@ impl<S: DeserializeOwned + Serialize + DevSettings> Config<S> {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             audit: AuditConfig::default(),
+            telemetry: crate::otlp::TelemetryConfig::default(),
             service: EmptyTable {},
         }
     }
@@ -400,6 +404,7 @@ struct Defaults {
     limits: LimitsConfig,
     log: LogConfig,
     audit: AuditConfig,
+    telemetry: crate::otlp::TelemetryConfig,
     service: EmptyTable,
 }
 

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod middleware;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod otlp;
 pub mod problem;
 pub mod secret;
 pub mod serve;
@@ -104,8 +105,15 @@ fn run<A: Service>() -> anyhow::Result<bool> {
     telemetry::init_json_logs(&config.log.filter)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
+        let exporter = otlp::start(A::NAME, &config.telemetry)?;
         let app = A::build(config).await?;
-        Ok(app.run_until(shutdown_signal()).await)
+        let drained = app.run_until(shutdown_signal()).await;
+        if let Some(exporter) = exporter {
+            otlp::shutdown();
+            // The last batch, briefly; a collector that does not answer cannot hold up the exit.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), exporter).await;
+        }
+        Ok(drained)
     })
 }
 

@@ -81,11 +81,11 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     let headers = request.headers();
     let request_id =
         headers.get(&X_REQUEST_ID).and_then(acceptable_request_id).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let trace = headers
-        .get(&TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .map_or_else(TraceParent::new_root, |parent| parent.child());
+    let incoming = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let trace = incoming.map_or_else(TraceParent::new_root, |parent| parent.child());
+    let started = std::time::SystemTime::now();
+    let method = request.method().as_str().to_owned();
+    let matched = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
 
     // Only safe, explicit fields: never headers or bodies (CONVENTIONS §9).
     let span = tracing::info_span!(
@@ -109,6 +109,22 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(X_REQUEST_ID.clone(), value);
         }
+        let route = response
+            .extensions()
+            .get::<crate::metrics::RouteLabel>()
+            .map(|label| label.0.clone())
+            .or(matched)
+            .unwrap_or_else(|| "unmatched".to_owned());
+        crate::otlp::record(crate::otlp::SpanRecord {
+            trace_id: trace.trace_id_bytes(),
+            span_id: trace.span_id_bytes(),
+            parent_span_id: incoming.map(|parent| parent.span_id_bytes()),
+            method,
+            route,
+            status: status.as_u16(),
+            start: started,
+            end: std::time::SystemTime::now(),
+        });
         response
     };
     // The trace is also the task's current trace, so outbound clients

@@ -75,6 +75,16 @@ impl TraceParent {
         Self { parent_id, ..*self }
     }
 
+    /// The trace id's bytes.
+    pub fn trace_id_bytes(&self) -> [u8; 16] {
+        self.trace_id
+    }
+
+    /// The span (parent) id's bytes.
+    pub fn span_id_bytes(&self) -> [u8; 8] {
+        self.parent_id
+    }
+
     /// The 32-hex-digit trace id.
     pub fn trace_id(&self) -> String {
         encode_hex(&self.trace_id)

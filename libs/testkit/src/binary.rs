@@ -31,6 +31,16 @@ impl ServiceProcess {
     /// body of its `[service]` section. Returns once the service has
     /// logged its `listening` event (read from its stdout, not guessed).
     pub async fn spawn(exe: &Path, pki: &TestPki, service_toml: &str) -> Result<Self, TestkitError> {
+        Self::spawn_with(exe, pki, service_toml, "").await
+    }
+
+    /// The same with more top-level sections (`top_level_toml`, e.g. `[telemetry]`).
+    pub async fn spawn_with(
+        exe: &Path,
+        pki: &TestPki,
+        service_toml: &str,
+        top_level_toml: &str,
+    ) -> Result<Self, TestkitError> {
         let dir = tempfile::Builder::new().prefix("estate-svc-").tempdir().map_err(TestkitError::io("tempdir"))?;
         let files = pki.localhost_server()?.write_to(dir.path(), "server")?;
         let config = format!(
@@ -38,9 +48,11 @@ impl ServiceProcess {
              [api]\nbind = \"127.0.0.1:0\"\n\
              [management]\nbind = \"127.0.0.1:0\"\n\
              [tls]\ncert = \"{}\"\nkey = \"file:{}\"\n\
+             {}\n\
              [service]\n{}\n",
             files.cert.display(),
             files.key.display(),
+            top_level_toml,
             service_toml
         );
         let config_path = dir.path().join("service.toml");

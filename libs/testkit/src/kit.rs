@@ -34,6 +34,7 @@ where
         tls: base.tls,
         limits: base.limits,
         log: base.log,
+        telemetry: base.telemetry,
         audit: base.audit,
         service,
     };
