@@ -7,6 +7,7 @@
 //! - `cargo xtask prereqs`: install what is missing, nothing else.
 #![allow(clippy::print_stdout, reason = "a command-line tool talks on stdout")]
 
+mod checklist;
 mod deny;
 mod docs;
 mod prereqs;
@@ -25,6 +26,7 @@ commands:
   prereqs   install missing prerequisites only
   audit-verify FILE
             check a received audit log for gaps, reordering and edits
+  checklist the checklist → tests matrix from the last test run (JUnit); fails while an ID is unproven
   bench [tokens|auth|gateway]
             run benchmarks (release build) and print their figures";
 
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         }
         Some("prereqs") => prereqs::ensure(),
         Some("bench") => bench(&args[1..]),
+        Some("checklist") => checklist::report(&root()),
         Some("audit-verify") => match &args[1..] {
             // Commands run from the workspace root: resolve the path where the caller stands.
             [file] => std::path::absolute(file).context("audit log path").and_then(|file| {
