@@ -462,6 +462,27 @@ impl Estate {
         self.pki.https_client().unwrap()
     }
 
+    /// A call at the public edge: status, headers and JSON body (Null when none).
+    /// A body is sent as JSON with a fresh Idempotency-Key.
+    pub async fn edge_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self.edge().request(method, self.edge_url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body).header("idempotency-key", uuid::Uuid::new_v4().to_string());
+        }
+        let response = request.send().await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        (status, headers, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// `https://localhost:<gateway>/<path>`.
     pub fn edge_url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.gateway_addr.port())

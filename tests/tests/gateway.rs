@@ -17,16 +17,7 @@ async fn call(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let mut request = estate.edge().request(method, estate.edge_url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(body).header("idempotency-key", uuid::Uuid::new_v4().to_string());
-    }
-    let response = request.send().await.unwrap();
-    let (status, headers) = (response.status(), response.headers().clone());
-    (status, headers, response.json().await.unwrap_or(Value::Null))
+    estate.edge_call(method, path, token, body).await
 }
 
 fn tea(quantity: u32) -> Value {

@@ -112,16 +112,7 @@ async fn api1_pc07_every_id_operation_has_a_bola_probe_and_each_refuses_another_
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: another user's object");
     }
     // The owner still reads both, unchanged.
-    let mine: Value = estate
-        .edge()
-        .get(estate.edge_url(&format!("/v1/orders/{order_id}")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, _, mine) = estate.edge_call(Method::GET, &format!("/v1/orders/{order_id}"), Some(&alice), None).await;
     assert_eq!((mine["status"].as_str(), mine.get("delivery_note")), (Some("confirmed"), None));
     let paid = estate
         .edge()
@@ -173,31 +164,15 @@ async fn api3_pc07_every_write_operation_has_a_mass_assignment_probe_and_each_ho
         .unwrap();
     assert_eq!(patched.status(), StatusCode::BAD_REQUEST);
     // POST /v1/orders/{id}/refund and /cancel take no body: one sent changes nothing but what the operation does.
-    let refunded: Value = estate
-        .edge()
-        .post(estate.edge_url(&format!("/v1/orders/{id}/refund")))
-        .bearer_auth(&alice)
-        .json(&json!({ "status": "confirmed", "total_cents": 0 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({ "status": "confirmed", "total_cents": 0 });
+    let (_, _, refunded) =
+        estate.edge_call(Method::POST, &format!("/v1/orders/{id}/refund"), Some(&alice), Some(&body)).await;
     assert_eq!((refunded["status"].as_str(), refunded["total_cents"].as_i64()), (Some("refunded"), Some(450)));
     let (_, other) =
         estate.place_order(&alice, "mass-assign-0003", &json!({ "lines": [{ "sku": "TEA-01", "quantity": 1 }] })).await;
-    let cancelled: Value = estate
-        .edge()
-        .post(estate.edge_url(&format!("/v1/orders/{}/cancel", other["id"].as_str().unwrap())))
-        .bearer_auth(&alice)
-        .json(&json!({ "status": "confirmed" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cancel = format!("/v1/orders/{}/cancel", other["id"].as_str().unwrap());
+    let (_, _, cancelled) =
+        estate.edge_call(Method::POST, &cancel, Some(&alice), Some(&json!({ "status": "confirmed" }))).await;
     assert_eq!(cancelled["status"], "cancelled");
     // POST /v1/payments (east-west): unknown fields refused before anything else is looked at.
     let as_order = estate.workload_client("order", "payment");
