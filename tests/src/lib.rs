@@ -11,7 +11,10 @@ use std::path::Path;
 
 use estate_service_kit::Service;
 use estate_service_kit::config::Config;
-use estate_testkit::{TestMerchant, TestOpenBao, TestPki, TestPostgres, TestPsp, TestRedis, free_port};
+use estate_service_kit::config::{AuditConfig, SiemConfig};
+use estate_testkit::{
+    SiemAuth, TestMerchant, TestOpenBao, TestPki, TestPostgres, TestPsp, TestRedis, TestSiem, free_port,
+};
 use estate_workload_identity::SpiffeId;
 use estate_workload_identity::tls::client_config_from_pem;
 use serde_json::{Value, json};
@@ -84,6 +87,8 @@ pub struct Options {
     pub gateway_ip_per_minute: Option<u32>,
     /// Keep the gateway's rate-limit budget in a (real, TLS) Redis.
     pub shared_limits: bool,
+    /// Ship every service's audit events to one real SIEM (rsyslog over TLS).
+    pub siem: bool,
 }
 
 /// The browser origin the gateway's CORS allows.
@@ -113,6 +118,10 @@ pub struct Estate {
     pub gateway_management: SocketAddr,
     gateway_settings: Value,
     _redis: Option<TestRedis>,
+    /// The SIEM every service ships to (with `Options::siem`).
+    pub siem: Option<TestSiem>,
+    /// Secrets and credentials this estate handed out (for leak sweeps).
+    pub secrets: Vec<String>,
     /// The CA of the management listeners' server certificates.
     pub pki: TestPki,
     /// The workloads' trust bundle (OpenBao's PKI CA), PEM.
@@ -201,6 +210,22 @@ impl Estate {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let pki = TestPki::new("estate-management").unwrap();
+        let siem = if options.siem { Some(TestSiem::start(SiemAuth::ServerOnly).await.unwrap()) } else { None };
+        let audit = siem.as_ref().map(|siem| {
+            let ca_file = write(d, "siem-ca.pem", &siem.ca_pem());
+            AuditConfig {
+                stdout: false,
+                siem: Some(SiemConfig {
+                    address: format!("127.0.0.1:{}", siem.port()),
+                    server_name: "localhost".into(),
+                    ca_file,
+                    buffer: 10_000,
+                    spool_dir: None,
+                    cert_file: None,
+                    key_file: None,
+                }),
+            }
+        });
         let psp = TestPsp::start().await.unwrap();
         let merchant = TestMerchant::start().await.unwrap();
 
@@ -242,7 +267,16 @@ impl Estate {
         std::fs::set_permissions(&order_key_file, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
 
         let ops_secret = random_secret();
-        let (auth_url, auth_ca) = start_auth(d, &pg, &auth_roles, &order_pub, &sha256_hex(&ops_secret)).await;
+        let audit_toml = audit.as_ref().and_then(|a| a.siem.as_ref()).map_or_else(String::new, |siem| {
+            format!(
+                "[audit]\nstdout = false\n[audit.siem]\naddress = \"{}\"\nserver_name = \"{}\"\nca_file = \"{}\"\n",
+                siem.address,
+                siem.server_name,
+                siem.ca_file.display()
+            )
+        });
+        let (auth_url, auth_ca) =
+            start_auth(d, &pg, &auth_roles, &order_pub, &sha256_hex(&ops_secret), &audit_toml).await;
 
         // OpenBao: an AppRole and PKI role per workload, leased database logins.
         let bao = TestOpenBao::start().await.unwrap();
@@ -284,7 +318,9 @@ impl Estate {
                 "identity": identity(d, &bundle, "inventory", INVENTORY_POLICY),
                 "tokens": tokens("inventory-api"),
             });
-            let config = estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
+            let mut config =
+                estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
+            config.audit = audit.clone().unwrap_or_default();
             let app = estate_inventory::Application::build(config).await.unwrap();
             let addr = app.api_addr();
             tokio::spawn(app.run_until(std::future::pending()));
@@ -302,7 +338,9 @@ impl Estate {
                 "order_client_id": "order-svc",
                 "webhooks": { "exempt": ["127.0.0.2"], "ca_file": write(d, "merchant-ca.pem", &merchant.ca_pem()) },
             });
-            let config = estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
+            let mut config =
+                estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
+            config.audit = audit.clone().unwrap_or_default();
             let app = estate_payment::Application::build(config).await.unwrap();
             let addrs = (app.api_addr(), app.management_addr());
             tokio::spawn(app.run_until(std::future::pending()));
@@ -326,7 +364,9 @@ impl Estate {
                 "payment": { "url": format!("https://127.0.0.1:{}", payment.port()), "spiffe_id": spiffe("payment") },
                 "velocity": { "checkouts_per_minute": checkouts.unwrap_or(5) },
             });
-            let config = estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
+            let mut config =
+                estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
+            config.audit = audit.clone().unwrap_or_default();
             let app = estate_order::Application::build(config).await.unwrap();
             let addrs = (app.api_addr(), app.management_addr());
             tokio::spawn(app.run_until(std::future::pending()));
@@ -371,7 +411,7 @@ impl Estate {
                     "password": format!("file:{}", password.display()),
                 });
             }
-            let (api, management) = start_gateway(&pki, d, &settings).await;
+            let (api, management) = start_gateway(&pki, d, &settings, audit.as_ref()).await;
             (api, management, settings)
         };
         let admin = pg.admin_pool().await.unwrap();
@@ -380,6 +420,8 @@ impl Estate {
             gateway_management,
             gateway_settings,
             _redis: redis,
+            siem,
+            secrets: vec![ops_secret.clone()],
             pki,
             bundle,
             svids,
@@ -454,7 +496,7 @@ impl Estate {
 
     /// Another gateway replica with the same configuration; its public address.
     pub async fn another_gateway(&self) -> SocketAddr {
-        start_gateway(&self.pki, self._dir.path(), &self.gateway_settings).await.0
+        start_gateway(&self.pki, self._dir.path(), &self.gateway_settings, None).await.0
     }
 
     /// A client of the public edge (trusts the edge's CA, presents nothing).
@@ -551,8 +593,15 @@ fn sha256_hex(secret: &str) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn start_gateway(pki: &TestPki, dir: &Path, settings: &Value) -> (SocketAddr, SocketAddr) {
-    let config = estate_testkit::kit::config_with(pki, dir, serde_json::from_value(settings.clone()).unwrap()).unwrap();
+async fn start_gateway(
+    pki: &TestPki,
+    dir: &Path,
+    settings: &Value,
+    audit: Option<&AuditConfig>,
+) -> (SocketAddr, SocketAddr) {
+    let mut config =
+        estate_testkit::kit::config_with(pki, dir, serde_json::from_value(settings.clone()).unwrap()).unwrap();
+    config.audit = audit.cloned().unwrap_or_default();
     let app = estate_gateway::Application::build(config).await.unwrap();
     let addrs = (app.api_addr(), app.management_addr());
     tokio::spawn(app.run_until(std::future::pending()));
@@ -567,6 +616,7 @@ async fn start_auth(
     roles: &estate_testkit::ServiceRoles,
     order_pub: &Path,
     ops_digest: &str,
+    audit_toml: &str,
 ) -> (String, String) {
     let tls = TestPki::new("estate-edge").unwrap();
     let files = tls.localhost_server().unwrap().write_to(d, "auth-server").unwrap();
@@ -585,6 +635,7 @@ async fn start_auth(
             [tls]
             cert = "{cert}"
             key = "file:{key}"
+            {audit_toml}
             [service]
             issuer = "{issuer}"
             dev_generated_signing_key = true
