@@ -11,6 +11,7 @@ mod checklist;
 mod deny;
 mod docs;
 mod prereqs;
+mod secrets;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -133,6 +134,7 @@ fn test(args: &[String]) -> Result<()> {
     })?;
     step("cargo deny", &mut timings, deny::check)?;
     step("checklist names real tests", &mut timings, || docs::check(&root()))?;
+    step("secret scan", &mut timings, || secrets::scan(&root()))?;
     step("tests", &mut timings, run_tests)?;
     println!("\n==> timings");
     for (name, seconds) in &timings {

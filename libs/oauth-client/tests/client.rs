@@ -14,7 +14,8 @@ use estate_tokens::{Scope, Verifier, VerifierConfig};
 use secrecy::{ExposeSecret, SecretString};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-const SECRET: &str = "3c9f0e1b8a7d6c5b4a3928171605f4e3d2c1b0a99887766554433221100ffeed";
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect());
 
 fn secret_client(idp: &TestIdp, secret: &str) -> OAuthClient {
     let auth = ClientAuth::SecretBasic { client_id: "order-svc".into(), secret: SecretString::from(secret.to_owned()) };
@@ -23,7 +24,7 @@ fn secret_client(idp: &TestIdp, secret: &str) -> OAuthClient {
 
 async fn idp_with_secret_client() -> TestIdp {
     let idp = TestIdp::start().await.unwrap();
-    idp.register_client("order-svc", IdpClient::Secret(SECRET.into()));
+    idp.register_client("order-svc", IdpClient::Secret(SECRET.as_str().into()));
     idp
 }
 
@@ -36,8 +37,10 @@ async fn verifier_for(idp: &TestIdp, audience: &str) -> Verifier {
 #[tokio::test]
 async fn flow_cc_client_secret_basic_gets_a_verifiable_token() {
     let idp = idp_with_secret_client().await;
-    let issued =
-        secret_client(&idp, SECRET).client_credentials("inventory:reserve", Some("inventory-api")).await.unwrap();
+    let issued = secret_client(&idp, SECRET.as_str())
+        .client_credentials("inventory:reserve", Some("inventory-api"))
+        .await
+        .unwrap();
     let token = verifier_for(&idp, "inventory-api").await.verify(issued.access_token.expose_secret()).await.unwrap();
     assert_eq!(token.subject().as_str(), "order-svc");
     assert!(token.scopes().contains(Scope::InventoryReserve));
@@ -90,7 +93,8 @@ async fn flow_cc_an_assertion_signed_with_another_key_is_refused() {
 #[tokio::test]
 async fn flow_cc_single_flight_100_concurrent_callers_make_one_token_request() {
     let idp = idp_with_secret_client().await;
-    let source = ClientCredentialsSource::new(secret_client(&idp, SECRET), "inventory:reserve", Some("inventory-api"));
+    let source =
+        ClientCredentialsSource::new(secret_client(&idp, SECRET.as_str()), "inventory:reserve", Some("inventory-api"));
     let tokens = futures::future::join_all((0..100).map(|_| source.token())).await;
     let first = tokens[0].as_ref().unwrap().expose_secret().to_owned();
     assert!(tokens.iter().all(|t| t.as_ref().unwrap().expose_secret() == first), "everyone got the same token");
@@ -100,7 +104,7 @@ async fn flow_cc_single_flight_100_concurrent_callers_make_one_token_request() {
 #[tokio::test]
 async fn flow_cc_token_is_cached_until_shortly_before_expiry() {
     let idp = idp_with_secret_client().await;
-    let source = ClientCredentialsSource::new(secret_client(&idp, SECRET), "inventory:reserve", None);
+    let source = ClientCredentialsSource::new(secret_client(&idp, SECRET.as_str()), "inventory:reserve", None);
     source.token().await.unwrap();
     source.token().await.unwrap();
     assert_eq!(idp.token_requests(), 1, "a 300 s token is reused");
@@ -108,7 +112,7 @@ async fn flow_cc_token_is_cached_until_shortly_before_expiry() {
     // A token with less than the refresh margin (≥ 1 s) left is replaced
     // before use: with a 1 s lifetime every call refreshes.
     idp.set_token_ttl(1);
-    let short = ClientCredentialsSource::new(secret_client(&idp, SECRET), "inventory:reserve", None);
+    let short = ClientCredentialsSource::new(secret_client(&idp, SECRET.as_str()), "inventory:reserve", None);
     short.token().await.unwrap();
     short.token().await.unwrap();
     assert_eq!(idp.token_requests(), 3);
@@ -118,7 +122,7 @@ async fn flow_cc_token_is_cached_until_shortly_before_expiry() {
 async fn flow_cc_backs_off_while_the_server_fails_and_recovers() {
     let idp = idp_with_secret_client().await;
     idp.set_down(true);
-    let source = ClientCredentialsSource::new(secret_client(&idp, SECRET), "inventory:reserve", None);
+    let source = ClientCredentialsSource::new(secret_client(&idp, SECRET.as_str()), "inventory:reserve", None);
     assert!(matches!(source.token().await, Err(OAuthError::Refused { status: 503, .. })));
     // Straight after a failure: no new request, an immediate error.
     assert!(matches!(source.token().await, Err(OAuthError::BackingOff)));
@@ -140,7 +144,7 @@ async fn flow_cc_backs_off_while_the_server_fails_and_recovers() {
 async fn flow_cc_serves_the_still_valid_token_when_refresh_fails() {
     let idp = idp_with_secret_client().await;
     idp.set_token_ttl(1); // due for refresh at once, valid for a second
-    let source = ClientCredentialsSource::new(secret_client(&idp, SECRET), "inventory:reserve", None);
+    let source = ClientCredentialsSource::new(secret_client(&idp, SECRET.as_str()), "inventory:reserve", None);
     let first = source.token().await.unwrap();
     idp.set_down(true);
     let during_outage = source.token().await.unwrap();
@@ -151,7 +155,7 @@ async fn flow_cc_serves_the_still_valid_token_when_refresh_fails() {
 async fn flow_tx_exchange_sends_rfc8693_parameters_and_gets_an_act_token() {
     let idp = idp_with_secret_client().await;
     let user_token = idp.mint(&idp.access_claims("alice", "order-api", "orders:write payments:authorize")).unwrap();
-    let exchanged = secret_client(&idp, SECRET)
+    let exchanged = secret_client(&idp, SECRET.as_str())
         .exchange(&SecretString::from(user_token.clone()), "payment-api", "payments:authorize")
         .await
         .unwrap();
@@ -173,7 +177,7 @@ async fn flow_tx_exchange_sends_rfc8693_parameters_and_gets_an_act_token() {
 #[tokio::test]
 async fn bearer_layer_puts_the_token_on_every_request_and_marks_it_sensitive() {
     let idp = idp_with_secret_client().await;
-    let source = ClientCredentialsSource::new(secret_client(&idp, SECRET), "inventory:reserve", None);
+    let source = ClientCredentialsSource::new(secret_client(&idp, SECRET.as_str()), "inventory:reserve", None);
     let expected = format!("Bearer {}", source.token().await.unwrap().expose_secret());
     let echo = tower::service_fn(|request: http::Request<()>| async move {
         let value = request.headers().get(http::header::AUTHORIZATION).cloned();

@@ -15,7 +15,8 @@ use estate_testkit::{TestPki, free_port};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
-const SECRET: &str = "4f1b7c0e9d2a3b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e";
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()));
 const REQUESTS: usize = 20_000;
 const CONCURRENCY: usize = 64;
 
@@ -39,7 +40,7 @@ async fn load(name: &str, http: &reqwest::Client, url: &str, forms: Vec<Vec<(Str
                 let Some(form) = forms.lock().unwrap().pop() else { return done };
                 let mut request = http.post(&url).form(&form);
                 if basic {
-                    request = request.basic_auth("reader", Some(SECRET));
+                    request = request.basic_auth("reader", Some(SECRET.as_str()));
                 }
                 let response = request.send().await.unwrap();
                 assert!(response.status().is_success(), "{}", response.status());
@@ -103,7 +104,7 @@ fn main() {
             "#,
             cert = files.cert.display(),
             key = files.key.display(),
-            digest = sha256_hex(SECRET),
+            digest = sha256_hex(SECRET.as_str()),
             pub_key = pub_path.display(),
         );
         let path = dir.path().join("auth.toml");

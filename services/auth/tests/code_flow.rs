@@ -190,7 +190,7 @@ async fn a_confidential_client_must_also_authenticate_to_redeem_its_code() {
     // Claiming to be the public client does not work for a confidential client's code.
     let (status, _) = auth.post_token(None, &[form.as_slice(), &[("client_id", "web-bff")]].concat()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, body) = auth.post_token(Some(("web-bff", BFF_SECRET)), &form).await;
+    let (status, body) = auth.post_token(Some(("web-bff", BFF_SECRET.as_str())), &form).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
@@ -250,7 +250,7 @@ async fn a_replayed_code_is_refused_and_revokes_what_it_issued() {
     let introspection = auth
         .http
         .post(format!("{}/introspect", auth.base_url))
-        .basic_auth("gateway", Some(GATEWAY_SECRET))
+        .basic_auth("gateway", Some(GATEWAY_SECRET.as_str()))
         .form(&[("token", first["access_token"].as_str().unwrap())])
         .send()
         .await

@@ -31,8 +31,9 @@ async fn jwks_kids(auth: &TestAuth) -> Vec<String> {
 }
 
 async fn new_token(auth: &TestAuth) -> String {
-    let (status, body) =
-        auth.post_token(Some(("inventory-reader", READER_SECRET)), &[("grant_type", "client_credentials")]).await;
+    let (status, body) = auth
+        .post_token(Some(("inventory-reader", READER_SECRET.as_str())), &[("grant_type", "client_credentials")])
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["access_token"].as_str().unwrap().to_owned()
 }

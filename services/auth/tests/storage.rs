@@ -12,8 +12,9 @@ use serde_json::Value;
 use sqlx::Connection;
 
 async fn token_for_reader(auth: &TestAuth) -> String {
-    let (status, body) =
-        auth.post_token(Some(("inventory-reader", READER_SECRET)), &[("grant_type", "client_credentials")]).await;
+    let (status, body) = auth
+        .post_token(Some(("inventory-reader", READER_SECRET.as_str())), &[("grant_type", "client_credentials")])
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["access_token"].as_str().unwrap().to_owned()
 }
@@ -47,12 +48,12 @@ async fn pc12_a_revoked_token_is_inactive_at_introspection_immediately() {
     let pg = TestPostgres::start().await.unwrap();
     let (auth, _) = TestAuth::start_with_database(&pg).await;
     let token = token_for_reader(&auth).await;
-    let gateway = Some(("gateway", GATEWAY_SECRET));
+    let gateway = Some(("gateway", GATEWAY_SECRET.as_str()));
     let (status, body) = post(&auth, "/introspect", gateway, &token).await;
     assert_eq!((status, body["active"].as_bool()), (StatusCode::OK, Some(true)), "{body}");
     assert_eq!(body["sub"], "inventory-reader");
 
-    let (status, _) = post(&auth, "/revoke", Some(("inventory-reader", READER_SECRET)), &token).await;
+    let (status, _) = post(&auth, "/revoke", Some(("inventory-reader", READER_SECRET.as_str())), &token).await;
     assert_eq!(status, StatusCode::OK);
     let (_, body) = post(&auth, "/introspect", gateway, &token).await;
     assert_eq!(body, serde_json::json!({ "active": false }), "revoked: nothing else is disclosed");
@@ -63,12 +64,12 @@ async fn only_the_client_a_token_was_issued_to_can_revoke_it() {
     let pg = TestPostgres::start().await.unwrap();
     let (auth, _) = TestAuth::start_with_database(&pg).await;
     let token = token_for_reader(&auth).await;
-    let (status, body) = post(&auth, "/revoke", Some(("alice-app", ALICE_SECRET)), &token).await;
+    let (status, body) = post(&auth, "/revoke", Some(("alice-app", ALICE_SECRET.as_str())), &token).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unauthorized_client")));
-    let (_, body) = post(&auth, "/introspect", Some(("gateway", GATEWAY_SECRET)), &token).await;
+    let (_, body) = post(&auth, "/introspect", Some(("gateway", GATEWAY_SECRET.as_str())), &token).await;
     assert_eq!(body["active"], true, "still active");
     // Revoking garbage is not an error (RFC 7009 §2.2), and reveals nothing.
-    assert_eq!(post(&auth, "/revoke", Some(("alice-app", ALICE_SECRET)), "garbage").await.0, StatusCode::OK);
+    assert_eq!(post(&auth, "/revoke", Some(("alice-app", ALICE_SECRET.as_str())), "garbage").await.0, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -77,7 +78,7 @@ async fn introspection_needs_an_authenticated_client_that_may_introspect() {
     let (auth, _) = TestAuth::start_with_database(&pg).await;
     let token = token_for_reader(&auth).await;
     assert_eq!(post(&auth, "/introspect", None, &token).await.0, StatusCode::UNAUTHORIZED);
-    let (status, body) = post(&auth, "/introspect", Some(("inventory-reader", READER_SECRET)), &token).await;
+    let (status, body) = post(&auth, "/introspect", Some(("inventory-reader", READER_SECRET.as_str())), &token).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unauthorized_client")));
 }
 
@@ -86,7 +87,7 @@ async fn flow_tx_a_revoked_subject_token_cannot_be_exchanged() {
     let pg = TestPostgres::start().await.unwrap();
     let (auth, _) = TestAuth::start_with_database(&pg).await;
     let subject = auth.alice_token("orders:write payments:authorize").await;
-    assert_eq!(post(&auth, "/revoke", Some(("alice-app", ALICE_SECRET)), &subject).await.0, StatusCode::OK);
+    assert_eq!(post(&auth, "/revoke", Some(("alice-app", ALICE_SECRET.as_str())), &subject).await.0, StatusCode::OK);
     let error = auth.exchange_as_order(&subject, "payment-api", "payments:authorize").await.unwrap_err();
     assert!(error.contains("invalid_grant"), "{error}");
 }

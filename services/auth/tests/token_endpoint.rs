@@ -48,8 +48,9 @@ async fn jwks_publishes_the_signing_key_with_cache_headers_and_no_private_parts(
 #[tokio::test]
 async fn pc02_issued_tokens_verify_by_discovery_and_live_at_most_300_seconds() {
     let auth = TestAuth::start().await;
-    let (status, body) =
-        auth.post_token(Some(("inventory-reader", READER_SECRET)), &[("grant_type", "client_credentials")]).await;
+    let (status, body) = auth
+        .post_token(Some(("inventory-reader", READER_SECRET.as_str())), &[("grant_type", "client_credentials")])
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["token_type"], "Bearer");
     assert!(body["expires_in"].as_u64().unwrap() <= 300);
@@ -141,7 +142,7 @@ async fn an_assertion_signed_with_another_key_is_refused() {
 #[tokio::test]
 async fn scope_escalation_is_invalid_scope() {
     let auth = TestAuth::start().await;
-    let reader = Some(("inventory-reader", READER_SECRET));
+    let reader = Some(("inventory-reader", READER_SECRET.as_str()));
     for scope in ["inventory:reserve", "inventory:read inventory:reserve", "admin:*", "inventory:*", "nonsense"] {
         let (status, body) = auth.post_token(reader, &[("grant_type", "client_credentials"), ("scope", scope)]).await;
         assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")), "{scope}");
@@ -154,7 +155,7 @@ async fn scope_escalation_is_invalid_scope() {
 #[tokio::test]
 async fn an_audience_outside_the_registration_is_invalid_target() {
     let auth = TestAuth::start().await;
-    let reader = Some(("inventory-reader", READER_SECRET));
+    let reader = Some(("inventory-reader", READER_SECRET.as_str()));
     let (status, body) =
         auth.post_token(reader, &[("grant_type", "client_credentials"), ("resource", "payment-api")]).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_target")));
@@ -163,7 +164,7 @@ async fn an_audience_outside_the_registration_is_invalid_target() {
 #[tokio::test]
 async fn malformed_requests_get_rfc6749_errors_not_crashes() {
     let auth = TestAuth::start().await;
-    let reader = Some(("inventory-reader", READER_SECRET));
+    let reader = Some(("inventory-reader", READER_SECRET.as_str()));
     let repeated = auth
         .post_token(reader, &[("grant_type", "client_credentials"), ("scope", "inventory:read"), ("scope", "x")])
         .await;
@@ -201,12 +202,14 @@ async fn flow_tx_a_client_not_allowed_to_act_is_refused() {
     let auth = TestAuth::start().await;
     let subject = auth.alice_token("orders:write payments:authorize").await;
     // Has the grant, but no policy lets it act.
-    let (status, body) =
-        auth.exchange(Some(("payment-svc", PAYMENT_SECRET)), &subject, "payment-api", "payments:authorize").await;
+    let (status, body) = auth
+        .exchange(Some(("payment-svc", PAYMENT_SECRET.as_str())), &subject, "payment-api", "payments:authorize")
+        .await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unauthorized_client")));
     // Does not even have the grant.
-    let (_, body) =
-        auth.exchange(Some(("inventory-reader", READER_SECRET)), &subject, "payment-api", "payments:authorize").await;
+    let (_, body) = auth
+        .exchange(Some(("inventory-reader", READER_SECRET.as_str())), &subject, "payment-api", "payments:authorize")
+        .await;
     assert_eq!(body["error"], "unauthorized_client");
     // The allowed actor, towards an audience outside its policy.
     assert!(auth.exchange_as_order(&subject, "inventory-api", "inventory:reserve").await.is_err());
@@ -245,7 +248,7 @@ async fn flow_tx_forged_foreign_or_wrong_audience_subject_tokens_are_refused() {
     // A genuine token, but for an audience no policy lets order-svc exchange.
     let (_, body) = auth
         .post_token(
-            Some(("alice-app", ALICE_SECRET)),
+            Some(("alice-app", ALICE_SECRET.as_str())),
             &[("grant_type", "client_credentials"), ("scope", "payments:authorize"), ("resource", "inventory-api")],
         )
         .await;
@@ -273,7 +276,7 @@ async fn third_party_oauth2_crate_runs_client_credentials_against_the_server() {
     let auth = TestAuth::start().await;
     let transport = common::transport(auth.http.clone());
     let client = BasicClient::new(ClientId::new("inventory-reader".into()))
-        .set_client_secret(ClientSecret::new(READER_SECRET.into()))
+        .set_client_secret(ClientSecret::new(READER_SECRET.as_str().into()))
         .set_token_uri(TokenUrl::new(auth.token_endpoint()).unwrap());
 
     let token = client
@@ -310,7 +313,7 @@ async fn pc09_guessing_a_client_secret_is_cut_off_with_429_and_retry_after() {
     let response = auth
         .http
         .post(auth.token_endpoint())
-        .basic_auth("inventory-reader", Some(READER_SECRET))
+        .basic_auth("inventory-reader", Some(READER_SECRET.as_str()))
         .form(&[("grant_type", "client_credentials")])
         .send()
         .await
@@ -320,7 +323,8 @@ async fn pc09_guessing_a_client_secret_is_cut_off_with_429_and_retry_after() {
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_eq!(response.json::<Value>().await.unwrap()["error"], "slow_down");
     // Another client's budget is untouched.
-    let (status, _) = auth.post_token(Some(("alice-app", ALICE_SECRET)), &[("grant_type", "client_credentials")]).await;
+    let (status, _) =
+        auth.post_token(Some(("alice-app", ALICE_SECRET.as_str())), &[("grant_type", "client_credentials")]).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -332,6 +336,7 @@ async fn pc09_one_address_cannot_spray_many_client_ids() {
         let (status, _) = auth.post_token(Some((&id, "x")), &[("grant_type", "client_credentials")]).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    let (status, _) = auth.post_token(Some(("alice-app", ALICE_SECRET)), &[("grant_type", "client_credentials")]).await;
+    let (status, _) =
+        auth.post_token(Some(("alice-app", ALICE_SECRET.as_str())), &[("grant_type", "client_credentials")]).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 }

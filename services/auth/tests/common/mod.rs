@@ -3,6 +3,8 @@
 //! Postgres with the per-service roles.
 #![allow(dead_code, reason = "each test binary uses a different part of the fixture")]
 
+use std::sync::LazyLock;
+
 use estate_auth::Application;
 use estate_oauth_client::{ClientAuth, OAuthClient};
 use estate_service_kit::Service;
@@ -15,10 +17,15 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-pub(crate) const READER_SECRET: &str = "4f1b7c0e9d2a3b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e";
-pub(crate) const PAYMENT_SECRET: &str = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29180706f5e4d3c2b1a09f8e7d6c5b";
+pub(crate) static READER_SECRET: LazyLock<String> = LazyLock::new(random_secret);
+pub(crate) static PAYMENT_SECRET: LazyLock<String> = LazyLock::new(random_secret);
+/// A throwaway client secret, generated per test process (no secret lives in git).
+fn random_secret() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
 pub(crate) const WEB_REDIRECT: &str = "https://app.example/callback";
-pub(crate) const BFF_SECRET: &str = "1234567890abcdef1234567890abcdef1234567890abcdef1234567890abcdef";
+pub(crate) static BFF_SECRET: LazyLock<String> = LazyLock::new(random_secret);
 
 /// Clients of the authorization-code flow (they need the database).
 const CODE_FLOW_CLIENTS: &str = r#"
@@ -39,8 +46,8 @@ audiences = ["order-api"]
 redirect_uris = ["https://bff.example/cb"]
 "#;
 
-pub(crate) const GATEWAY_SECRET: &str = "77665544332211009988aabbccddeeff00112233445566778899aabbccddeeff";
-pub(crate) const ALICE_SECRET: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+pub(crate) static GATEWAY_SECRET: LazyLock<String> = LazyLock::new(random_secret);
+pub(crate) static ALICE_SECRET: LazyLock<String> = LazyLock::new(random_secret);
 
 pub(crate) fn sha256_hex(secret: &str) -> String {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes())
@@ -121,7 +128,7 @@ impl TestAuth {
         std::fs::set_permissions(&password, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
         let ca = dir.path().join("db-ca.pem");
         std::fs::write(&ca, pg.ca_pem().expect("local cluster with TLS")).unwrap();
-        let clients = CODE_FLOW_CLIENTS.replace("BFF_DIGEST", &sha256_hex(BFF_SECRET));
+        let clients = CODE_FLOW_CLIENTS.replace("BFF_DIGEST", &sha256_hex(BFF_SECRET.as_str()));
         let extra = format!(
             "{extra}\n{clients}\n[service.database]\nhost = \"127.0.0.1\"\nport = {}\nname = \"postgres\"\nlogin = {{ source = \"password\", user = \"auth_app\", password = \"file:{}\" }}\nca_file = \"{}\"\n",
             pg.port(),
@@ -233,10 +240,10 @@ impl TestAuth {
                 key = files.key.display(),
                 order_pub = order_pub.display(),
                 extra = extra,
-                reader = sha256_hex(READER_SECRET),
-                payment = sha256_hex(PAYMENT_SECRET),
-                alice = sha256_hex(ALICE_SECRET),
-                gateway = sha256_hex(GATEWAY_SECRET),
+                reader = sha256_hex(READER_SECRET.as_str()),
+                payment = sha256_hex(PAYMENT_SECRET.as_str()),
+                alice = sha256_hex(ALICE_SECRET.as_str()),
+                gateway = sha256_hex(GATEWAY_SECRET.as_str()),
             );
             let path = dir.path().join("auth.toml");
             std::fs::write(&path, config_toml).unwrap();
@@ -324,7 +331,7 @@ impl TestAuth {
     pub(crate) async fn alice_token(&self, scope: &str) -> String {
         let (status, body) = self
             .post_token(
-                Some(("alice-app", ALICE_SECRET)),
+                Some(("alice-app", ALICE_SECRET.as_str())),
                 &[("grant_type", "client_credentials"), ("scope", scope), ("resource", "order-api")],
             )
             .await;
