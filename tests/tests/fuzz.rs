@@ -21,7 +21,7 @@ async fn fuzz(estate: &Estate, name: &str, document: Value, token: &str, dir: &s
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .arg("--tls-verify")
         .arg(&ca)
-        .args(["--checks", "not_a_server_error,response_schema_conformance"])
+        .args(["--checks", "not_a_server_error,response_schema_conformance,content_type_conformance"])
         .args(["--max-examples", "25", "--seed", "7"])
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .env("NO_COLOR", "1")

@@ -177,15 +177,15 @@ pub struct CheckoutSwitch {
 }
 
 #[utoipa::path(get, path = "/admin/v1/checkout", tag = "admin",
-    responses((status = 200, body = CheckoutSwitch), (status = 401, body = Problem), (status = 403, body = Problem)),
+    responses((status = 200, body = CheckoutSwitch), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = ["admin:*"])))]
 async fn get_checkout(State(state): State<AppState>, Scoped(..): Scoped<Admin>) -> Response {
     Json(CheckoutSwitch { enabled: state.checkout_enabled.load(Ordering::SeqCst) }).into_response()
 }
 
 #[utoipa::path(put, path = "/admin/v1/checkout", tag = "admin", request_body = CheckoutSwitch,
-    responses((status = 200, body = CheckoutSwitch), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 415, body = Problem)),
+    responses((status = 200, body = CheckoutSwitch), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = ["admin:*"])))]
 async fn set_checkout(
     State(state): State<AppState>,
@@ -406,12 +406,12 @@ fn digest(lines: &[RequestedLine], note: Option<&DeliveryNote>) -> String {
     responses(
         (status = 201, description = "Placed: confirmed, or failed with a reason (stock released)", body = OrderView),
         (status = 200, description = "A retry: the order made under this key", body = OrderView),
-        (status = 400, description = "Malformed body or missing Idempotency-Key", body = Problem),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 413, body = Problem),
-        (status = 415, body = Problem),
-        (status = 422, description = "Invalid lines, or the key was used for another order", body = Problem),
-        (status = 429, description = "Per-user checkout velocity", body = Problem),
-        (status = 503, description = "Checkout paused", body = Problem)),
+        (status = 400, description = "Malformed body or missing Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid lines, or the key was used for another order", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Per-user checkout velocity", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Checkout paused", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = ["orders:write"])))]
 async fn create_order(
     State(state): State<AppState>,
@@ -541,7 +541,7 @@ async fn checkout(
 }
 
 #[utoipa::path(get, path = "/v1/orders", tag = "orders", params(ListQuery),
-    responses((status = 200, body = OrderPage), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)),
+    responses((status = 200, body = OrderPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = ["orders:read"])))]
 async fn list_orders(
     State(state): State<AppState>,
@@ -570,9 +570,9 @@ async fn list_orders(
     }
 }
 
-#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = String, Path, description = "Order id")),
-    responses((status = 200, body = OrderView), (status = 400, description = "Malformed id", body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, description = "Missing, or another user's", body = Problem)),
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = uuid::Uuid, Path, description = "Order id")),
+    responses((status = 200, body = OrderView), (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Missing, or another user's", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = ["orders:read"])))]
 async fn get_order(
     State(state): State<AppState>,
@@ -589,9 +589,9 @@ async fn get_order(
 }
 
 #[utoipa::path(patch, path = "/v1/orders/{id}", tag = "orders", request_body = PatchOrder,
-    params(("id" = String, Path, description = "Order id")),
-    responses((status = 200, body = OrderView), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)),
+    params(("id" = uuid::Uuid, Path, description = "Order id")),
+    responses((status = 200, body = OrderView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = ["orders:write"])))]
 async fn patch_order(
     State(state): State<AppState>,
@@ -611,10 +611,10 @@ async fn patch_order(
     }
 }
 
-#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", params(("id" = String, Path, description = "Order id")),
-    responses((status = 200, description = "Cancelled: refunded and stock released", body = OrderView), (status = 400, description = "Malformed id", body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 429, body = Problem),
-        (status = 502, body = Problem)),
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", params(("id" = uuid::Uuid, Path, description = "Order id")),
+    responses((status = 200, description = "Cancelled: refunded and stock released", body = OrderView), (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 502, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = ["orders:write"])))]
 async fn cancel_order(
     State(state): State<AppState>,
@@ -624,10 +624,10 @@ async fn cancel_order(
     money_back(state, token, id, Status::Cancelled).await
 }
 
-#[utoipa::path(post, path = "/v1/orders/{id}/refund", tag = "orders", params(("id" = String, Path, description = "Order id")),
-    responses((status = 200, description = "Refunded", body = OrderView), (status = 400, description = "Malformed id", body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 429, body = Problem),
-        (status = 502, body = Problem)),
+#[utoipa::path(post, path = "/v1/orders/{id}/refund", tag = "orders", params(("id" = uuid::Uuid, Path, description = "Order id")),
+    responses((status = 200, description = "Refunded", body = OrderView), (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 502, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = ["orders:write"])))]
 async fn refund_order(
     State(state): State<AppState>,

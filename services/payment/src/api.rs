@@ -185,10 +185,10 @@ impl AppState {
     responses(
         (status = 201, description = "Decided: authorized or declined", body = PaymentView),
         (status = 200, description = "The order's payment, made before", body = PaymentView),
-        (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, description = "Not order's workload, or not an exchanged token acting for order", body = Problem),
-        (status = 409, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem),
-        (status = 502, description = "The provider failed; nothing was charged", body = Problem)),
+        (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not order's workload, or not an exchanged token acting for order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The provider failed; nothing was charged", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = ["payments:authorize"])))]
 async fn authorize(
     State(state): State<AppState>,
@@ -297,11 +297,11 @@ async fn authorize(
     }
 }
 
-#[utoipa::path(post, path = "/v1/payments/{id}/refund", tag = "payments", params(("id" = String, Path, description = "Payment id")),
-    responses((status = 200, body = PaymentView), (status = 400, description = "Malformed id", body = Problem), (status = 401, body = Problem),
-        (status = 403, description = "Not order's workload, or not the user's own token", body = Problem),
-        (status = 404, description = "Missing, or another user's", body = Problem), (status = 409, body = Problem),
-        (status = 502, body = Problem)),
+#[utoipa::path(post, path = "/v1/payments/{id}/refund", tag = "payments", params(("id" = uuid::Uuid, Path, description = "Payment id")),
+    responses((status = 200, body = PaymentView), (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not order's workload, or not the user's own token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Missing, or another user's", body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 502, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = ["payments:refund"])))]
 async fn refund(
     State(state): State<AppState>,
@@ -364,9 +364,9 @@ async fn refund(
 /// gateway, with the user's token). The closed scope set has no
 /// `payments:read`: reading one's own payment is part of reading one's
 /// orders (`orders:read`).
-#[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments", params(("id" = String, Path, description = "Payment id")),
-    responses((status = 200, body = PaymentView), (status = 400, description = "Malformed id", body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, description = "Missing, or another user's", body = Problem)),
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments", params(("id" = uuid::Uuid, Path, description = "Payment id")),
+    responses((status = 200, body = PaymentView), (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Missing, or another user's", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = ["orders:read"])))]
 async fn get_payment(
     State(state): State<AppState>,

@@ -107,9 +107,9 @@ fn refused_class(error: &EgressError) -> &'static str {
 
 /// Register a callback URL for the caller's payment events.
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = RegisterWebhook,
-    responses((status = 201, body = WebhookView), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 409, body = Problem), (status = 415, body = Problem),
-        (status = 422, description = "Refused destination (the address class is the error code)", body = Problem)),
+    responses((status = 201, body = WebhookView), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused destination (the address class is the error code)", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = ["orders:write"])))]
 pub async fn register(
     State(state): State<AppState>,
