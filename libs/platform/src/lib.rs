@@ -224,3 +224,35 @@ pub async fn owner_transaction(
     sqlx::query("SELECT set_config('estate.subject', $1, true)").bind(subject).execute(&mut *tx).await?;
     Ok(tx)
 }
+
+/// For a service settings type with the four shared sections (`openbao`,
+/// `database`, `identity`, `tokens`): its [`PlatformSettings`] view
+/// (`platform()`) and a `DevSettings` impl reporting what production refuses
+/// (plus what `extra`, a `fn(&Settings) -> Vec<String>`, finds).
+#[macro_export]
+macro_rules! platform_settings {
+    ($settings:ty) => {
+        $crate::platform_settings!($settings, |_: &$settings| Vec::<String>::new());
+    };
+    ($settings:ty, $extra:expr) => {
+        impl $settings {
+            fn platform(&self) -> $crate::PlatformSettings<'_> {
+                $crate::PlatformSettings {
+                    openbao: self.openbao.as_ref(),
+                    database: &self.database,
+                    identity: &self.identity,
+                    tokens: &self.tokens,
+                }
+            }
+        }
+
+        impl estate_service_kit::DevSettings for $settings {
+            fn dev_settings(&self) -> Vec<String> {
+                let extra: fn(&$settings) -> Vec<String> = $extra;
+                let mut found = self.platform().dev_settings();
+                found.extend(extra(self));
+                found
+            }
+        }
+    };
+}

@@ -18,11 +18,11 @@ pub mod stock;
 use std::net::SocketAddr;
 
 use axum::Router;
-use estate_platform::{Built, Platform, PlatformSettings};
+use estate_platform::{Built, Platform};
 use estate_proto::inventory::v1::inventory_server::InventoryServer;
 use estate_secrets::OpenBaoSettings;
 use estate_secrets::database::DatabaseSettings;
-use estate_service_kit::{Config, DevSettings, Service};
+use estate_service_kit::{Config, Service};
 use estate_tokens::VerifierSettings;
 use estate_tokens::grpc::GrpcAuthLayer;
 use estate_workload_identity::IdentitySettings;
@@ -47,22 +47,7 @@ pub struct InventorySettings {
     pub tokens: VerifierSettings,
 }
 
-impl InventorySettings {
-    fn platform(&self) -> PlatformSettings<'_> {
-        PlatformSettings {
-            openbao: self.openbao.as_ref(),
-            database: &self.database,
-            identity: &self.identity,
-            tokens: &self.tokens,
-        }
-    }
-}
-
-impl DevSettings for InventorySettings {
-    fn dev_settings(&self) -> Vec<String> {
-        self.platform().dev_settings()
-    }
-}
+estate_platform::platform_settings!(InventorySettings);
 
 /// The schema migrations, embedded; run as `inventory_owner`.
 pub fn migrator() -> Migrator {

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use estate_oauth_client::ClientCredentialsSource;
-use estate_platform::{Built, OAuthClientSettings, Platform, PlatformSettings, UpstreamSettings};
+use estate_platform::{Built, OAuthClientSettings, Platform, UpstreamSettings};
 use estate_secrets::OpenBaoSettings;
 use estate_secrets::database::DatabaseSettings;
-use estate_service_kit::{Config, DevSettings, Service};
+use estate_service_kit::{Config, Service};
 use estate_tokens::VerifierSettings;
 use estate_workload_identity::IdentitySettings;
 use serde::{Deserialize, Serialize};
@@ -55,22 +55,7 @@ pub struct OrderSettings {
     pub velocity: api::Velocity,
 }
 
-impl OrderSettings {
-    fn platform(&self) -> PlatformSettings<'_> {
-        PlatformSettings {
-            openbao: self.openbao.as_ref(),
-            database: &self.database,
-            identity: &self.identity,
-            tokens: &self.tokens,
-        }
-    }
-}
-
-impl DevSettings for OrderSettings {
-    fn dev_settings(&self) -> Vec<String> {
-        self.platform().dev_settings()
-    }
-}
+estate_platform::platform_settings!(OrderSettings);
 
 /// The schema migrations, embedded; run as `orders_owner`.
 pub fn migrator() -> Migrator {

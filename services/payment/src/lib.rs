@@ -12,10 +12,10 @@ pub mod psp;
 pub mod webhooks;
 
 use anyhow::Context;
-use estate_platform::{Built, Platform, PlatformSettings};
+use estate_platform::{Built, Platform};
 use estate_secrets::OpenBaoSettings;
 use estate_secrets::database::DatabaseSettings;
-use estate_service_kit::{Config, DevSettings, Service};
+use estate_service_kit::{Config, Service};
 use estate_tokens::VerifierSettings;
 use estate_workload_identity::IdentitySettings;
 use serde::{Deserialize, Serialize};
@@ -45,26 +45,13 @@ pub struct PaymentSettings {
     pub webhooks: webhooks::WebhookSettings,
 }
 
-impl PaymentSettings {
-    fn platform(&self) -> PlatformSettings<'_> {
-        PlatformSettings {
-            openbao: self.openbao.as_ref(),
-            database: &self.database,
-            identity: &self.identity,
-            tokens: &self.tokens,
-        }
+estate_platform::platform_settings!(PaymentSettings, |settings: &PaymentSettings| {
+    let mut found = Vec::new();
+    if !settings.webhooks.exempt.is_empty() {
+        found.push("service.webhooks.exempt is not empty (SSRF exemptions are for simulators)".to_owned());
     }
-}
-
-impl DevSettings for PaymentSettings {
-    fn dev_settings(&self) -> Vec<String> {
-        let mut found = self.platform().dev_settings();
-        if !self.webhooks.exempt.is_empty() {
-            found.push("service.webhooks.exempt is not empty (SSRF exemptions are for simulators)".to_owned());
-        }
-        found
-    }
-}
+    found
+});
 
 /// The schema migrations, embedded; run as `payments_owner`.
 pub fn migrator() -> Migrator {
