@@ -156,16 +156,18 @@ fn refused(mut response: Response, reason: &'static str) -> Response {
 /// The handler for every path: [`handle`], labelled for the metrics with the
 /// route template (never the raw path).
 pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
-    let label = match gateway.table.lookup(request.method(), request.uri().path()) {
+    // One lookup per request, shared by the handler and the metrics label.
+    let lookup = gateway.table.lookup(request.method(), request.uri().path());
+    let label = match &lookup {
         Lookup::Found(route) => route.pattern.clone(),
         _ => "unrouted".to_owned(),
     };
-    let mut response = handle(&gateway, request).await;
+    let mut response = handle(&gateway, request, lookup).await;
     response.extensions_mut().insert(RouteLabel(label));
     response
 }
 
-async fn handle(gateway: &Gateway, request: Request) -> Response {
+async fn handle(gateway: &Gateway, request: Request, lookup: Lookup<'_>) -> Response {
     let (parts, body) = request.into_parts();
     let ip = parts.extensions.get::<ConnectionInfo>().map(|c| c.remote_addr.ip());
     let origin = gateway.cors_origin(&parts.headers);
@@ -199,7 +201,7 @@ async fn handle(gateway: &Gateway, request: Request) -> Response {
         };
     }
 
-    let route = match gateway.table.lookup(&parts.method, parts.uri.path()) {
+    let route = match lookup {
         Lookup::Found(route) => route,
         Lookup::OtherMethods(methods) => {
             let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
