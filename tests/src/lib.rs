@@ -107,6 +107,10 @@ pub const GATEWAY_ROUTES: [(&str, &[&str], &str, &str); 8] = [
     ("/v1/webhooks", &["POST"], "payment", "orders:write"),
 ];
 
+/// How often every verifier polls the authorization server's revocation
+/// list here (production default: 5 s): the bound the incident drills check.
+pub const REVOCATION_POLL_SECS: u64 = 1;
+
 /// Body limit of the gateway's routes (bytes).
 pub const GATEWAY_BODY_LIMIT: usize = 16 * 1024;
 
@@ -135,6 +139,7 @@ pub struct Estate {
     /// The authorization server's base URL (= issuer).
     pub auth_url: String,
     auth_ca: String,
+    auth_config: std::path::PathBuf,
     /// Order's API address.
     pub order: SocketAddr,
     /// Order's management address (health, metrics, admin API).
@@ -275,7 +280,7 @@ impl Estate {
                 siem.ca_file.display()
             )
         });
-        let (auth_url, auth_ca) =
+        let (auth_url, auth_ca, auth_config) =
             start_auth(d, &pg, &auth_roles, &order_pub, &sha256_hex(&ops_secret), &audit_toml).await;
 
         // OpenBao: an AppRole and PKI role per workload, leased database logins.
@@ -308,7 +313,14 @@ impl Estate {
             );
         }
         let auth_ca_file = write(d, "auth-ca.pem", &auth_ca);
-        let tokens = |audience: &str| json!({ "issuer": auth_url, "audience": audience, "ca_file": auth_ca_file });
+        let tokens = |audience: &str| {
+            json!({
+                "issuer": auth_url,
+                "audience": audience,
+                "ca_file": auth_ca_file,
+                "revocation_poll_secs": REVOCATION_POLL_SECS,
+            })
+        };
 
         let inventory = {
             let (openbao, database) = platform_secrets(d, &bao, &pg, &credentials[0], "inventory", "inventory");
@@ -389,6 +401,7 @@ impl Estate {
                 },
                 "issuer": auth_url,
                 "issuer_ca_file": auth_ca_file,
+                "revocation_poll_secs": REVOCATION_POLL_SECS,
                 "upstreams": [
                     { "name": "order", "url": format!("https://127.0.0.1:{}", order.port()), "spiffe_id": spiffe("order"), "audience": "order-api" },
                     { "name": "payment", "url": format!("https://127.0.0.1:{}", payment.port()), "spiffe_id": spiffe("payment"), "audience": "payment-api" },
@@ -430,6 +443,7 @@ impl Estate {
             merchant,
             auth_url,
             auth_ca,
+            auth_config,
             order,
             order_management,
             ops_secret,
@@ -444,7 +458,17 @@ impl Estate {
 
     /// A real access token of `user` (authorization code + PKCE through the login page).
     pub async fn user_token(&self, user: &str) -> String {
+        self.user_login(user).await["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Everything a login of `user` returns (access, refresh and ID token).
+    pub async fn user_login(&self, user: &str) -> Value {
         let password = USERS.iter().find(|(u, _)| *u == user).map(|(_, p)| *p).expect("a demo user");
+        self.login_with(user, password).await.expect("the login succeeds")
+    }
+
+    /// A login through the real login page; `Err` with the reason when refused.
+    pub async fn login_with(&self, user: &str, password: &str) -> Result<Value, String> {
         let login = estate_testkit::login::Login {
             base_url: &self.auth_url,
             client_id: WEB_CLIENT,
@@ -453,8 +477,57 @@ impl Estate {
             username: user,
             password,
         };
-        let tokens = estate_testkit::login::authorization_code(&login, &self.auth_ca).await.unwrap();
-        tokens["access_token"].as_str().unwrap().to_owned()
+        estate_testkit::login::authorization_code(&login, &self.auth_ca).await.map_err(|e| e.to_string())
+    }
+
+    /// `POST /token` at the authorization server as the web app (a public client).
+    pub async fn token_request(&self, form: &[(&str, &str)]) -> (reqwest::StatusCode, Value) {
+        let ca = reqwest::Certificate::from_pem(self.auth_ca.as_bytes()).unwrap();
+        let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+        let response = http.post(format!("{}/token", self.auth_url)).form(form).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Run an operator command of the `auth` binary (`revoke user alice`, …)
+    /// on this estate's authorization server configuration — the same code
+    /// the binary runs.
+    pub async fn auth_operator(&self, args: &[&str]) -> Result<String, String> {
+        let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        args.extend(["--config".to_owned(), self.auth_config.display().to_string()]);
+        tokio::task::spawn_blocking(move || estate_auth::cli::execute(&args).map_err(|e| format!("{e:#}")))
+            .await
+            .unwrap()
+    }
+
+    /// The SIEM's events, once every `(service, action, reason)` in
+    /// `expected` has arrived (an empty reason matches any); fails after 20 s
+    /// naming what is missing. Needs `Options::siem`.
+    pub async fn siem_events(&self, expected: &[(&str, &str, &str)]) -> Vec<Value> {
+        let siem = self.siem.as_ref().expect("started with Options::siem");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let events: Vec<Value> = siem.events().unwrap().iter().filter_map(|e| e.msg_json()).collect();
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|(service, action, reason)| {
+                    !events.iter().any(|e| {
+                        e["service"]["name"] == *service
+                            && e["event"]["action"] == *action
+                            && (reason.is_empty() || e["event"]["reason"] == *reason)
+                    })
+                })
+                .collect();
+            if missing.is_empty() {
+                return events;
+            }
+            let seen: std::collections::BTreeSet<String> = events
+                .iter()
+                .map(|e| format!("{}/{}/{}", e["service"]["name"], e["event"]["action"], e["event"]["reason"]))
+                .collect();
+            assert!(std::time::Instant::now() < deadline, "events never arrived: {missing:?}; seen: {seen:?}");
+            let _ = siem.wait_for_events(events.len() + 1, std::time::Duration::from_secs(2)).await;
+        }
     }
 
     /// An `admin:*` token of the operations console (client credentials).
@@ -617,7 +690,7 @@ async fn start_auth(
     order_pub: &Path,
     ops_digest: &str,
     audit_toml: &str,
-) -> (String, String) {
+) -> (String, String, std::path::PathBuf) {
     let tls = TestPki::new("estate-edge").unwrap();
     let files = tls.localhost_server().unwrap().write_to(d, "auth-server").unwrap();
     let database = estate_testkit::binary::service_toml(&json!({
@@ -680,7 +753,7 @@ async fn start_auth(
         let config = AuthConfig::from_figment(AuthConfig::figment(Some(&path))).unwrap();
         let Ok(app) = estate_auth::Application::build(config).await else { continue };
         tokio::spawn(app.run_until(std::future::pending()));
-        return (issuer, tls.ca_pem());
+        return (issuer, tls.ca_pem(), path);
     }
     panic!("could not start the authorization server on a free port");
 }

@@ -25,6 +25,8 @@ async fn fuzz(estate: &Estate, name: &str, document: Value, token: &str, dir: &s
         .args(["--max-examples", "25", "--seed", "7"])
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .env("NO_COLOR", "1")
+        // Its cache (crash manifests) goes to the throwaway dir, not the work tree.
+        .current_dir(dir)
         .kill_on_drop(true)
         .output()
         .await

@@ -5,39 +5,12 @@
 //! token, password or secret the estate handed out.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed step should panic the test")]
 
-use std::time::{Duration, Instant};
-
 use estate_tests::{Estate, Options, USERS};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-/// Wait until every `(service, action, reason)` was received (an empty
-/// reason matches any); the events.
 async fn wait_for(estate: &Estate, expected: &[(&str, &str, &str)]) -> Vec<Value> {
-    let siem = estate.siem.as_ref().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let events: Vec<Value> = siem.events().unwrap().iter().filter_map(|e| e.msg_json()).collect();
-        let missing: Vec<_> = expected
-            .iter()
-            .filter(|(service, action, reason)| {
-                !events.iter().any(|e| {
-                    e["service"]["name"] == *service
-                        && e["event"]["action"] == *action
-                        && (reason.is_empty() || e["event"]["reason"] == *reason)
-                })
-            })
-            .collect();
-        if missing.is_empty() {
-            return events;
-        }
-        let seen: std::collections::BTreeSet<String> = events
-            .iter()
-            .map(|e| format!("{}/{}/{}", e["service"]["name"], e["event"]["action"], e["event"]["reason"]))
-            .collect();
-        assert!(Instant::now() < deadline, "events never arrived: {missing:?}; seen: {seen:?}");
-        let _ = siem.wait_for_events(events.len() + 1, Duration::from_secs(2)).await;
-    }
+    estate.siem_events(expected).await
 }
 
 #[tokio::test]

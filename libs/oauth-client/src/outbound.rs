@@ -61,9 +61,9 @@ pub struct Bearer<S, T> {
     source: T,
 }
 
-impl<S, T, B> tower::Service<http::Request<B>> for Bearer<S, T>
+impl<S, T, B, RB> tower::Service<http::Request<B>> for Bearer<S, T>
 where
-    S: tower::Service<http::Request<B>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
     T: TokenSource,
@@ -85,7 +85,17 @@ where
         Box::pin(async move {
             let token = source.token().await?;
             request.headers_mut().insert(header::AUTHORIZATION, bearer_value(&token)?);
-            inner.call(request).await.map_err(Into::into)
+            let response = inner.call(request).await.map_err(Into::into)?;
+            if refused_as_unauthenticated(&response) {
+                source.rejected(&token);
+            }
+            Ok(response)
         })
     }
+}
+
+/// HTTP 401, or a gRPC trailers-only answer with status 16 (`UNAUTHENTICATED`).
+fn refused_as_unauthenticated<RB>(response: &http::Response<RB>) -> bool {
+    response.status() == http::StatusCode::UNAUTHORIZED
+        || response.headers().get("grpc-status").is_some_and(|status| status.as_bytes() == b"16")
 }

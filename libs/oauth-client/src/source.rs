@@ -29,6 +29,13 @@ use crate::client::{OAuthClient, OAuthError};
 pub trait TokenSource: Clone + Send + Sync + 'static {
     /// The token to send now.
     fn token(&self) -> impl Future<Output = Result<SecretString, OAuthError>> + Send;
+
+    /// The receiver refused `token` as invalid (HTTP 401, gRPC
+    /// `UNAUTHENTICATED`): it may have been revoked (PC-12), so a cached copy
+    /// must not be sent again.
+    fn rejected(&self, token: &SecretString) {
+        let _ = token;
+    }
 }
 
 const MIN_MARGIN: Duration = Duration::from_secs(1);
@@ -136,6 +143,16 @@ impl ClientCredentialsSource {
 impl TokenSource for ClientCredentialsSource {
     fn token(&self) -> impl Future<Output = Result<SecretString, OAuthError>> + Send {
         self.get()
+    }
+
+    fn rejected(&self, token: &SecretString) {
+        use secrecy::ExposeSecret;
+        // Drop it only if it is still the cached one (a concurrent refresh may have replaced it).
+        let current = self.inner.cached.load();
+        if current.as_ref().is_some_and(|c| c.token.expose_secret() == token.expose_secret()) {
+            self.inner.cached.compare_and_swap(&current, None);
+            tracing::warn!(client_id = self.inner.client.client_id(), "cached token refused downstream; dropped");
+        }
     }
 }
 

@@ -174,22 +174,52 @@ async fn flow_tx_exchange_sends_rfc8693_parameters_and_gets_an_act_token() {
     assert_eq!(token.actor().unwrap().sub().as_str(), "order-svc");
 }
 
+/// A downstream service that echoes the `Authorization` it got, answering
+/// with gRPC status `grpc_status` (trailers-only, as tonic does for errors).
+fn echo(
+    grpc_status: &'static str,
+) -> impl Service<http::Request<()>, Response = http::Response<()>, Error = Infallible, Future = impl Send> + Clone + Send
+{
+    tower::service_fn(move |request: http::Request<()>| async move {
+        let mut response = http::Response::new(());
+        if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
+            assert!(value.is_sensitive());
+            response.headers_mut().insert("x-echo", value.clone());
+        }
+        response.headers_mut().insert("grpc-status", http::HeaderValue::from_static(grpc_status));
+        Ok::<_, Infallible>(response)
+    })
+}
+
 #[tokio::test]
 async fn bearer_layer_puts_the_token_on_every_request_and_marks_it_sensitive() {
     let idp = idp_with_secret_client().await;
     let source = ClientCredentialsSource::new(secret_client(&idp, SECRET.as_str()), "inventory:reserve", None);
     let expected = format!("Bearer {}", source.token().await.unwrap().expose_secret());
-    let echo = tower::service_fn(|request: http::Request<()>| async move {
-        let value = request.headers().get(http::header::AUTHORIZATION).cloned();
-        Ok::<_, Infallible>(value)
-    });
-    let mut service = ServiceBuilder::new().layer(BearerLayer::new(source)).service(echo);
+    let mut service = ServiceBuilder::new().layer(BearerLayer::new(source)).service(echo("0"));
     for _ in 0..3 {
-        let value = service.ready().await.unwrap().call(http::Request::new(())).await.unwrap().unwrap();
-        assert_eq!(value.to_str().unwrap(), expected);
-        assert!(value.is_sensitive());
+        let response = service.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+        assert_eq!(response.headers()["x-echo"].to_str().unwrap(), expected);
     }
     assert_eq!(idp.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn pc12_a_cached_token_refused_as_unauthenticated_is_not_sent_again() {
+    let idp = idp_with_secret_client().await;
+    let source = ClientCredentialsSource::new(secret_client(&idp, SECRET.as_str()), "inventory:reserve", None);
+    // Downstream refuses the token (e.g. revoked): the next call fetches a new one.
+    let mut refusing = ServiceBuilder::new().layer(BearerLayer::new(source.clone())).service(echo("16"));
+    let first = refusing.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+    let second = refusing.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+    assert_eq!(idp.token_requests(), 2);
+    assert_ne!(first.headers()["x-echo"], second.headers()["x-echo"]);
+    // Accepted tokens stay cached.
+    let mut accepting = ServiceBuilder::new().layer(BearerLayer::new(source)).service(echo("0"));
+    for _ in 0..3 {
+        accepting.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+    }
+    assert_eq!(idp.token_requests(), 3);
 }
 
 #[tokio::test]
@@ -197,12 +227,10 @@ async fn flow_relay_forwards_the_callers_own_token_unchanged() {
     let idp = TestIdp::start().await.unwrap();
     let user_token = idp.mint(&idp.access_claims("alice", "order-api", "payments:refund")).unwrap();
     let verified = verifier_for(&idp, "order-api").await.verify(&user_token).await.unwrap();
-    let echo = tower::service_fn(|request: http::Request<()>| async move {
-        Ok::<_, Infallible>(request.headers().get(http::header::AUTHORIZATION).cloned())
-    });
-    let mut service =
-        ServiceBuilder::new().layer(BearerLayer::new(estate_oauth_client::RelayedToken::new(verified))).service(echo);
-    let value = service.ready().await.unwrap().call(http::Request::new(())).await.unwrap().unwrap();
-    assert_eq!(value.to_str().unwrap(), format!("Bearer {user_token}"));
+    let mut service = ServiceBuilder::new()
+        .layer(BearerLayer::new(estate_oauth_client::RelayedToken::new(verified)))
+        .service(echo("0"));
+    let response = service.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
+    assert_eq!(response.headers()["x-echo"].to_str().unwrap(), format!("Bearer {user_token}"));
     assert_eq!(idp.token_requests(), 0, "relay never asks the authorization server");
 }

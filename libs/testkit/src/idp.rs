@@ -144,6 +144,9 @@ struct IdpState {
     token_requests: AtomicU64,
     clients: RwLock<HashMap<String, IdpClient>>,
     last_token_form: Mutex<Option<HashMap<String, String>>>,
+    /// Published revocation list: SHA-256 hex of jtis; of principals with `not_before`.
+    revoked_tokens: RwLock<Vec<String>>,
+    revoked_principals: RwLock<Vec<(String, i64)>>,
 }
 
 /// A running test IdP; stopped when dropped.
@@ -179,15 +182,33 @@ impl TestIdp {
             token_requests: AtomicU64::new(0),
             clients: RwLock::new(HashMap::new()),
             last_token_form: Mutex::new(None),
+            revoked_tokens: RwLock::new(Vec::new()),
+            revoked_principals: RwLock::new(Vec::new()),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
             .route("/token", post(token))
+            .route("/revocations", get(revocations))
             .with_state(state.clone());
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(listener.serve(router, stop_rx, Duration::from_secs(1)));
         Ok(Self { state, pki, addr, _stop: stop })
+    }
+
+    /// Publish `jti` as revoked.
+    pub fn revoke_token(&self, jti: &str) {
+        if let Ok(mut tokens) = self.state.revoked_tokens.write() {
+            tokens.push(sha256_hex(jti));
+        }
+    }
+
+    /// Publish every token of `principal` (a subject or client id) issued at
+    /// or before `not_before` as revoked.
+    pub fn revoke_principal(&self, principal: &str, not_before: i64) {
+        if let Ok(mut principals) = self.state.revoked_principals.write() {
+            principals.push((sha256_hex(principal), not_before));
+        }
     }
 
     /// The issuer URL (`https://localhost:<port>`).
@@ -305,6 +326,28 @@ async fn discovery(State(state): State<Arc<IdpState>>) -> Response {
         "id_token_signing_alg_values_supported": ["ES256"],
     }))
     .into_response()
+}
+
+/// The revocation list in Estate's wire form (see `estate_tokens::revocation`).
+async fn revocations(State(state): State<Arc<IdpState>>) -> Response {
+    if state.down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let tokens = state.revoked_tokens.read().map(|t| t.clone()).unwrap_or_default();
+    let principals: Vec<Value> = state
+        .revoked_principals
+        .read()
+        .map(|p| p.iter().map(|(id, not_before)| json!({ "id": id, "not_before": not_before })).collect())
+        .unwrap_or_default();
+    ([(header::CACHE_CONTROL, "no-store")], Json(json!({ "tokens": tokens, "principals": principals }))).into_response()
+}
+
+fn sha256_hex(value: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 async fn jwks(State(state): State<Arc<IdpState>>) -> Response {

@@ -401,7 +401,7 @@ struct RawJwks {
 
 /// GET `url`, refusing non-https, non-2xx and bodies over [`MAX_DOCUMENT_BYTES`].
 /// Returns the body and the cache lifetime its headers allow.
-async fn get_capped(http: &reqwest::Client, url: &str) -> Result<(Vec<u8>, Duration), FetchError> {
+pub(crate) async fn get_capped(http: &reqwest::Client, url: &str) -> Result<(Vec<u8>, Duration), FetchError> {
     let fail = |reason: String| FetchError::Http { url: url.to_owned(), reason };
     if !url.starts_with("https://") {
         return Err(fail("not https".into()));

@@ -13,12 +13,13 @@
 //! 5. `iat` not in the future (beyond the leeway);
 //! 6. typed claims ([`VerifiedToken`]): subject, client id, scopes, `act`.
 //!
+//! 7. the issuer's revocation list ([`crate::revocation`]), when configured:
+//!    checked on every call, cache hits included.
+//!
 //! Verified tokens are cached for at most `cache_ttl`, and never beyond their
-//! `exp`, keyed by SHA-256 of the token. Revocation interplay: a revoked JWT
-//! stays accepted by a verifier until it expires, or — with introspection
-//! layered on top — until its cache entry ends. `cache_ttl` is therefore the
-//! upper bound on how much the cache adds to revocation latency; set it to
-//! zero to disable the cache.
+//! `exp`, keyed by SHA-256 of the token. The cache does not delay revocation:
+//! the revocation list is consulted on every call, so the bound from
+//! revocation to refusal is the list's poll interval.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,7 @@ use jsonwebtoken::{Algorithm, Validation};
 
 use crate::claims::{RawClaims, VerifiedToken};
 use crate::jwks::{KeyLocation, KeySource, spawn_refresher};
+use crate::revocation::{Refusal, RevocationList, RevocationsConfig, spawn_poller};
 
 /// Largest clock skew the configuration may allow (RFC 8725 guidance; ours).
 pub const MAX_LEEWAY: Duration = Duration::from_secs(60);
@@ -63,6 +65,9 @@ pub struct VerifierConfig {
     /// verify (client assertions against the one registered key): a token
     /// without `kid` is then checked against that key.
     pub require_kid: bool,
+    /// The issuer's revocation list, polled; `None`: tokens are valid until
+    /// `exp` whatever the issuer revoked.
+    pub revocations: Option<RevocationsConfig>,
 }
 
 impl VerifierConfig {
@@ -82,6 +87,7 @@ impl VerifierConfig {
             min_refetch_interval: Duration::from_secs(10),
             ca_pem: None,
             require_kid: true,
+            revocations: None,
         }
     }
 }
@@ -132,7 +138,10 @@ pub enum TokenError {
     /// A required claim is missing or malformed.
     #[error("missing or invalid claim")]
     InvalidClaim,
-    /// No keys could be loaded from the issuer yet.
+    /// The issuer revoked the token, its subject, its client or an actor (PC-12).
+    #[error("revoked")]
+    Revoked,
+    /// No keys (or no revocation list) could be loaded from the issuer yet.
     #[error("verification keys unavailable")]
     KeysUnavailable,
 }
@@ -170,6 +179,7 @@ struct Inner {
     config: VerifierConfig,
     validation: HashMap<Algorithm, Validation>,
     keys: Arc<KeySource>,
+    revocations: Option<Arc<RevocationList>>,
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
 }
 
@@ -199,17 +209,43 @@ impl Verifier {
         }
         let http = http.build().map_err(|e| ConfigError::Http(e.to_string()))?;
         let validation = config.algorithms.iter().map(|alg| (*alg, validation_for(&config, *alg))).collect();
-        let keys = KeySource::new(config.issuer.clone(), config.keys.clone(), http, config.min_refetch_interval);
+        let keys =
+            KeySource::new(config.issuer.clone(), config.keys.clone(), http.clone(), config.min_refetch_interval);
         if let Err(error) = keys.refresh().await {
             tracing::warn!(issuer = %config.issuer, %error, "initial JWKS fetch failed; will retry in the background");
         }
         spawn_refresher(&keys);
-        Ok(Self { inner: Arc::new(Inner { config, validation, keys, cache: Mutex::new(HashMap::new()) }) })
+        let revocations = config.revocations.clone().map(|feed| RevocationList::new(feed, http));
+        if let Some(list) = &revocations {
+            if let Err(error) = list.refresh().await {
+                tracing::warn!(issuer = %config.issuer, %error, "initial revocation list fetch failed; will retry");
+            }
+            spawn_poller(list);
+        }
+        Ok(Self { inner: Arc::new(Inner { config, validation, keys, revocations, cache: Mutex::new(HashMap::new()) }) })
     }
 
-    /// Whether verification keys are loaded (for readiness checks).
+    /// Whether verification keys (and the revocation list, when configured)
+    /// are loaded (for readiness checks).
     pub fn has_keys(&self) -> bool {
-        self.inner.keys.has_keys()
+        self.inner.keys.has_keys() && self.inner.revocations.as_ref().is_none_or(|list| list.loaded())
+    }
+
+    /// Fetch the revocation list now (no-op without one).
+    pub async fn refresh_revocations(&self) -> Result<(), crate::jwks::FetchError> {
+        match &self.inner.revocations {
+            Some(list) => list.refresh().await,
+            None => Ok(()),
+        }
+    }
+
+    /// The revocation list's verdict on an otherwise valid token.
+    fn not_revoked(&self, token: VerifiedToken) -> Result<VerifiedToken, TokenError> {
+        match self.inner.revocations.as_ref().map(|list| list.check(&token)) {
+            None | Some(Ok(())) => Ok(token),
+            Some(Err(Refusal::Revoked)) => Err(TokenError::Revoked),
+            Some(Err(Refusal::NotLoaded)) => Err(TokenError::KeysUnavailable),
+        }
     }
 
     /// How many JWKS requests this verifier has made.
@@ -239,7 +275,7 @@ impl Verifier {
         let cache_key: [u8; 32] =
             digest::digest(&digest::SHA256, token.as_bytes()).as_ref().try_into().map_err(|_| TokenError::Malformed)?;
         if let Some(hit) = self.cached(&cache_key) {
-            return Ok(hit);
+            return self.not_revoked(hit);
         }
 
         // jsonwebtoken cannot represent `alg: none` and refuses unknown `crit`
@@ -276,7 +312,7 @@ impl Verifier {
             tracing::debug!(unknown_scopes, "token carries scopes this service does not know; ignored");
         }
         self.remember(cache_key, &verified, now);
-        Ok(verified)
+        self.not_revoked(verified)
     }
 
     /// The key named `kid`, refetching (rate-limited) when it is unknown.
@@ -383,6 +419,8 @@ fn unix_now() -> i64 {
 /// issuer = "https://auth.estate.local"
 /// audience = "inventory-api"
 /// ca_file = "/etc/estate/auth-ca.pem"   # optional: extra CA for the issuer's TLS
+/// # revocations = true                  # default: poll {issuer}/revocations …
+/// # revocation_poll_secs = 5             # … this often (the revocation bound)
 /// ```
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -397,6 +435,25 @@ pub struct VerifierSettings {
     /// Extra CA certificates (PEM file) for the issuer's TLS.
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// Poll the issuer's revocation list (PC-12). Switch off only for an
+    /// issuer that publishes none, and accept that revoked tokens then live
+    /// until `exp`.
+    #[serde(default = "default_true")]
+    pub revocations: bool,
+    /// Where the list is, when not at `{issuer}/revocations`.
+    #[serde(default)]
+    pub revocation_list_uri: Option<String>,
+    /// How often to poll it: the bound from revocation to refusal.
+    #[serde(default = "default_poll_secs")]
+    pub revocation_poll_secs: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_poll_secs() -> u64 {
+    crate::revocation::DEFAULT_POLL.as_secs()
 }
 
 impl VerifierSettings {
@@ -408,6 +465,14 @@ impl VerifierSettings {
         }
         if let Some(file) = &self.ca_file {
             config.ca_pem = Some(std::fs::read_to_string(file)?);
+        }
+        if self.revocations {
+            let mut feed = RevocationsConfig::of_issuer(&self.issuer);
+            if let Some(uri) = &self.revocation_list_uri {
+                feed.uri.clone_from(uri);
+            }
+            feed.poll = Duration::from_secs(self.revocation_poll_secs.max(1));
+            config.revocations = Some(feed);
         }
         Ok(config)
     }

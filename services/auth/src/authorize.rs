@@ -221,6 +221,17 @@ impl AuthState {
         let ok = tokio::task::spawn_blocking(move || passwords.verify(&password, stored.as_deref()))
             .await
             .map_err(|_| tracing::error!("password verification task failed"))?;
+        let disabled = match &user {
+            Some((id, _)) if ok => self.store.principal_disabled(&id.to_string()).await.map_err(fail)?,
+            _ => false,
+        };
+        if disabled {
+            // The same answer as a wrong password: a disabled account is not confirmed to anyone.
+            self.audit.emit(
+                AuditEvent::new(Action::LoginFailed, Outcome::Failure).reason("user_disabled").user_name(username),
+            );
+            return Ok(Login::Failed);
+        }
         match user {
             Some((id, _)) if ok => {
                 self.store.clear_login_failures(username).await.map_err(fail)?;

@@ -191,8 +191,35 @@ impl ClientRegistry {
         form.single("client_id").ok().flatten().map(str::to_owned)
     }
 
-    /// Authenticate the client of a token request.
+    /// Authenticate the client of a token request; a client disabled by
+    /// `auth revoke client` (PC-12) is refused like a wrong credential.
     pub async fn authenticate(&self, headers: &HeaderMap, form: &FormParams) -> Result<&Client, OAuthError> {
+        let client = self.authenticate_credentials(headers, form).await?;
+        self.refuse_disabled(client).await?;
+        Ok(client)
+    }
+
+    /// `Err(InvalidClient)` (audited) when `client` is disabled.
+    pub async fn refuse_disabled(&self, client: &Client) -> Result<(), OAuthError> {
+        let disabled = self.store.principal_disabled(&client.id).await.map_err(|error| {
+            tracing::error!(%error, "client status lookup failed");
+            OAuthError::ServerError
+        })?;
+        if disabled {
+            self.audit.emit(
+                estate_audit::AuditEvent::new(
+                    estate_audit::Action::AuthenticationFailed,
+                    estate_audit::Outcome::Failure,
+                )
+                .reason("client_disabled")
+                .client(&client.id),
+            );
+            return Err(OAuthError::InvalidClient);
+        }
+        Ok(())
+    }
+
+    async fn authenticate_credentials(&self, headers: &HeaderMap, form: &FormParams) -> Result<&Client, OAuthError> {
         let basic = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let assertion_type = form.single("client_assertion_type")?;
         match (basic, assertion_type) {

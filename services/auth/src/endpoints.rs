@@ -42,6 +42,8 @@ pub struct AuthState {
     pub issuer_url: String,
     /// Security events.
     pub audit: estate_audit::AuditLog,
+    /// The last revocation list served, and when it was built.
+    pub revocation_cache: std::sync::Mutex<Option<(std::time::Instant, axum::body::Bytes)>>,
 }
 
 /// The public router.
@@ -54,6 +56,7 @@ pub fn router(state: Arc<AuthState>) -> Router {
         .route("/token", post(token))
         .route("/introspect", post(introspect))
         .route("/revoke", post(revoke))
+        .route("/revocations", get(revocations))
         .with_state(state)
 }
 
@@ -198,6 +201,37 @@ async fn introspect(
         }
         Err(error) => error.into_response(),
     }
+}
+
+/// The revocation list every verifier polls (PC-12; wire form in
+/// `estate_tokens::revocation`). Public like the JWKS: it names nobody, only
+/// SHA-256 digests of token ids, subjects and client ids. Built at most once
+/// a second, however often it is asked for.
+async fn revocations(State(state): State<Arc<AuthState>>) -> Response {
+    let cached = state.revocation_cache.lock().ok().and_then(|slot| {
+        slot.as_ref().filter(|(at, _)| at.elapsed() < std::time::Duration::from_secs(1)).map(|(_, body)| body.clone())
+    });
+    let body = match cached {
+        Some(body) => body,
+        None => match state.issuer.revocation_list().await {
+            Ok(list) => {
+                let body = axum::body::Bytes::from(list.to_string());
+                if let Ok(mut slot) = state.revocation_cache.lock() {
+                    *slot = Some((std::time::Instant::now(), body.clone()));
+                }
+                body
+            }
+            Err(error) => return error.into_response(),
+        },
+    };
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// RFC 7009. 200 with an empty body whether or not the token was valid.

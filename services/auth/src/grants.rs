@@ -133,7 +133,45 @@ impl Issuer {
             tracing::error!(%error, "revocation lookup failed");
             OAuthError::ServerError
         })?;
-        Ok((!revoked).then_some(verified))
+        if revoked || self.principal_revoked(&verified).await? {
+            return Ok(None);
+        }
+        Ok(Some(verified))
+    }
+
+    /// Whether the token's subject, client or an actor was revoked after it was issued.
+    async fn principal_revoked(&self, token: &VerifiedToken) -> Result<bool, OAuthError> {
+        let mut principals = vec![token.subject().as_str()];
+        principals.extend(token.client_id().map(|c| c.as_str()));
+        let mut actor = token.actor();
+        while let Some(current) = actor {
+            principals.push(current.sub().as_str());
+            actor = current.previous();
+        }
+        let not_before = self.store.principals_not_before(&principals).await.map_err(|error| {
+            tracing::error!(%error, "principal revocation lookup failed");
+            OAuthError::ServerError
+        })?;
+        Ok(not_before.is_some_and(|not_before| token.issued_at() <= not_before))
+    }
+
+    /// The revocation list as published at `/revocations` (identifiers hashed
+    /// as [`estate_tokens::revocation::published_id`]).
+    pub async fn revocation_list(&self) -> Result<Value, OAuthError> {
+        let horizon = i64::try_from(self.lifetimes.access_secs.max(self.lifetimes.exchanged_secs)).unwrap_or(i64::MAX);
+        let leeway = i64::try_from(estate_tokens::MAX_LEEWAY.as_secs()).unwrap_or(60);
+        let list =
+            self.store.revocations(unix_now(), horizon.saturating_add(leeway), leeway).await.map_err(|error| {
+                tracing::error!(%error, "revocation list lookup failed");
+                OAuthError::ServerError
+            })?;
+        let published = estate_tokens::revocation::published_id;
+        Ok(json!({
+            "tokens": list.tokens.iter().map(|jti| published(jti)).collect::<Vec<_>>(),
+            "principals": list.principals.iter()
+                .map(|(principal, not_before)| json!({ "id": published(principal), "not_before": not_before }))
+                .collect::<Vec<_>>(),
+        }))
     }
 
     /// RFC 7662 introspection: `{"active": false}` for anything not a live
@@ -404,6 +442,9 @@ impl Issuer {
         }
         if record.expired {
             return Err(OAuthError::InvalidGrant("refresh token expired"));
+        }
+        if self.store.principal_disabled(&record.subject).await.map_err(Self::store_error)? {
+            return Err(OAuthError::InvalidGrant("invalid refresh token"));
         }
         // A refresh may narrow scopes, never widen them.
         let (granted, _) = Scopes::parse(&record.scope);

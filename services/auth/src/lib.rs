@@ -211,6 +211,7 @@ async fn build_state(
         passwords,
         issuer_url,
         audit,
+        revocation_cache: std::sync::Mutex::new(None),
     };
     Ok((state, openbao))
 }

@@ -23,6 +23,7 @@ pub fn migrator() -> Migrator {
         &[
             (1, "auth schema", include_str!("../migrations/0001_auth_schema.sql")),
             (2, "users, codes, refresh tokens", include_str!("../migrations/0002_users_codes_refresh.sql")),
+            (3, "revoked principals", include_str!("../migrations/0003_revoked_principal.sql")),
         ],
     )
 }
@@ -132,6 +133,35 @@ pub enum Store {
 pub struct MemoryStore {
     jtis: HashMap<(String, String), i64>,
     revoked: HashMap<String, i64>,
+    principals: HashMap<String, (PrincipalKind, i64, bool)>,
+}
+
+/// What a revoked principal is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A user, by subject (its id).
+    User,
+    /// An OAuth client, by client id.
+    Client,
+}
+
+impl PrincipalKind {
+    /// `user` or `client`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "user",
+            PrincipalKind::Client => "client",
+        }
+    }
+}
+
+/// What the revocation list publishes (before hashing).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Revocations {
+    /// Revoked token ids not yet expired.
+    pub tokens: Vec<String>,
+    /// Principals whose tokens up to `not_before` are revoked.
+    pub principals: Vec<(String, i64)>,
 }
 
 impl Store {
@@ -203,6 +233,157 @@ impl Store {
             }
             Store::Memory(memory) => Ok(memory.lock().map_err(|_| StoreError::Poisoned)?.revoked.contains_key(jti)),
         }
+    }
+
+    /// Revoke every token of `principal` issued at or before `not_before`
+    /// (`not_before` never moves back); `disable` also stops new tokens.
+    pub async fn revoke_principal(
+        &self,
+        principal: &str,
+        kind: PrincipalKind,
+        not_before: i64,
+        disable: bool,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO auth.revoked_principal (principal, kind, not_before, disabled) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (principal) DO UPDATE SET \
+                       not_before = greatest(auth.revoked_principal.not_before, EXCLUDED.not_before), \
+                       disabled = auth.revoked_principal.disabled OR EXCLUDED.disabled, revoked_at = now()",
+                )
+                .bind(principal)
+                .bind(kind.as_str())
+                .bind(not_before)
+                .bind(disable)
+                .execute(pool)
+                .await?;
+                Ok(())
+            }
+            Store::Memory(memory) => {
+                let mut memory = memory.lock().map_err(|_| StoreError::Poisoned)?;
+                let entry = memory.principals.entry(principal.to_owned()).or_insert((kind, not_before, disable));
+                entry.1 = entry.1.max(not_before);
+                entry.2 |= disable;
+                Ok(())
+            }
+        }
+    }
+
+    /// Let a disabled principal obtain tokens again (its old tokens stay
+    /// revoked); `false` if it was not disabled.
+    pub async fn reinstate_principal(&self, principal: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                let changed =
+                    sqlx::query("UPDATE auth.revoked_principal SET disabled = false WHERE principal = $1 AND disabled")
+                        .bind(principal)
+                        .execute(pool)
+                        .await?;
+                Ok(changed.rows_affected() == 1)
+            }
+            Store::Memory(memory) => {
+                let mut memory = memory.lock().map_err(|_| StoreError::Poisoned)?;
+                Ok(memory.principals.get_mut(principal).is_some_and(|entry| std::mem::replace(&mut entry.2, false)))
+            }
+        }
+    }
+
+    /// Whether `principal` is disabled.
+    pub async fn principal_disabled(&self, principal: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                let found: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM auth.revoked_principal WHERE principal = $1 AND disabled")
+                        .bind(principal)
+                        .fetch_optional(pool)
+                        .await?;
+                Ok(found.is_some())
+            }
+            Store::Memory(memory) => {
+                let memory = memory.lock().map_err(|_| StoreError::Poisoned)?;
+                Ok(memory.principals.get(principal).is_some_and(|entry| entry.2))
+            }
+        }
+    }
+
+    /// The latest `not_before` among `principals`, if any is revoked.
+    pub async fn principals_not_before(&self, principals: &[&str]) -> Result<Option<i64>, StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                let names: Vec<String> = principals.iter().map(|p| (*p).to_owned()).collect();
+                Ok(sqlx::query_scalar("SELECT max(not_before) FROM auth.revoked_principal WHERE principal = ANY($1)")
+                    .bind(names)
+                    .fetch_one(pool)
+                    .await?)
+            }
+            Store::Memory(memory) => {
+                let memory = memory.lock().map_err(|_| StoreError::Poisoned)?;
+                Ok(principals.iter().filter_map(|p| memory.principals.get(*p).map(|e| e.1)).max())
+            }
+        }
+    }
+
+    /// What to publish: revoked tokens not yet expired (with `leeway_secs`
+    /// of clock skew), and principals revoked within `horizon_secs` (older
+    /// revocations cover only tokens that have expired anyway).
+    pub async fn revocations(&self, now: i64, horizon_secs: i64, leeway_secs: i64) -> Result<Revocations, StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                let tokens: Vec<String> = sqlx::query_scalar(
+                    "SELECT jti FROM auth.revoked_token WHERE expires_at > to_timestamp($1) ORDER BY jti",
+                )
+                .bind((now - leeway_secs) as f64)
+                .fetch_all(pool)
+                .await?;
+                let principals: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT principal, not_before FROM auth.revoked_principal WHERE not_before > $1 ORDER BY principal",
+                )
+                .bind(now - horizon_secs)
+                .fetch_all(pool)
+                .await?;
+                Ok(Revocations { tokens, principals })
+            }
+            Store::Memory(memory) => {
+                let memory = memory.lock().map_err(|_| StoreError::Poisoned)?;
+                let mut tokens: Vec<String> = memory
+                    .revoked
+                    .iter()
+                    .filter(|(_, exp)| **exp > now - leeway_secs)
+                    .map(|(j, _)| j.clone())
+                    .collect();
+                tokens.sort();
+                let mut principals: Vec<(String, i64)> = memory
+                    .principals
+                    .iter()
+                    .filter(|(_, e)| e.1 > now - horizon_secs)
+                    .map(|(p, e)| (p.clone(), e.1))
+                    .collect();
+                principals.sort();
+                Ok(Revocations { tokens, principals })
+            }
+        }
+    }
+
+    /// End every session of `subject`: its refresh token families are
+    /// revoked and its unused authorization codes spent. Returns the number
+    /// of families revoked.
+    pub async fn end_sessions(&self, subject: &str) -> Result<u64, StoreError> {
+        let pool = self.pool()?;
+        let mut tx = pool.begin().await?;
+        let families = sqlx::query(
+            "INSERT INTO auth.revoked_family (family) \
+             SELECT DISTINCT family FROM auth.refresh_token WHERE subject = $1 ON CONFLICT DO NOTHING",
+        )
+        .bind(subject)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE auth.authorization_code SET used = true WHERE subject = $1 AND NOT used")
+            .bind(subject)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(families.rows_affected())
     }
 
     fn pool(&self) -> Result<&PgPool, StoreError> {

@@ -181,3 +181,95 @@ async fn readiness_follows_the_database() {
     drop(pg); // the database goes away
     assert_eq!(ready().await, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// Run an operator command the way the `auth` binary does (same code), on
+/// this server's configuration.
+async fn operator(auth: &TestAuth, args: &[&str]) -> anyhow::Result<String> {
+    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    args.extend(["--config".to_owned(), auth.config_path().display().to_string()]);
+    tokio::task::spawn_blocking(move || estate_auth::cli::execute(&args)).await.unwrap()
+}
+
+async fn revocation_list(auth: &TestAuth) -> Value {
+    let response = auth.http.get(format!("{}/revocations", auth.base_url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn pc12_a_revoked_client_is_cut_off_and_its_tokens_die_until_it_is_reinstated() {
+    let pg = TestPostgres::start().await.unwrap();
+    let (auth, _) = TestAuth::start_with_database(&pg).await;
+    let gateway = Some(("gateway", GATEWAY_SECRET.as_str()));
+    let old = token_for_reader(&auth).await;
+    let bystander = {
+        let (status, body) =
+            auth.post_token(Some(("alice-app", ALICE_SECRET.as_str())), &[("grant_type", "client_credentials")]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    };
+
+    let said = operator(&auth, &["revoke", "client", "inventory-reader"]).await.unwrap();
+    assert!(said.contains("disabled"), "{said}");
+
+    // Refused: its token at introspection, new tokens at the token endpoint.
+    assert_eq!(post(&auth, "/introspect", gateway, &old).await.1, serde_json::json!({ "active": false }));
+    let (status, body) = auth
+        .post_token(Some(("inventory-reader", READER_SECRET.as_str())), &[("grant_type", "client_credentials")])
+        .await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+    // Published for every verifier, as a digest only.
+    let list = revocation_list(&auth).await;
+    let digest = estate_tokens::revocation::published_id("inventory-reader");
+    assert!(list["principals"].as_array().unwrap().iter().any(|p| p["id"] == digest.as_str()), "{list}");
+    assert!(!list.to_string().contains("inventory-reader"), "the list names nobody: {list}");
+    // Everyone else is untouched.
+    assert_eq!(post(&auth, "/introspect", gateway, &bystander).await.1["active"], true);
+
+    // Unknown names are an error, not a silent success.
+    assert!(operator(&auth, &["revoke", "client", "nobody"]).await.is_err());
+    assert!(operator(&auth, &["revoke", "client", "inventory-reader", "--disable"]).await.is_err());
+
+    // After rotating its credentials the operator reinstates it: new tokens
+    // work, the old one stays revoked.
+    assert!(operator(&auth, &["reinstate", "client", "inventory-reader"]).await.unwrap().contains("reinstated"));
+    // Tokens are refused up to and including the second of the revocation.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let fresh = loop {
+        let token = token_for_reader(&auth).await;
+        if post(&auth, "/introspect", gateway, &token).await.1["active"] == true {
+            break token;
+        }
+        assert!(std::time::Instant::now() < deadline, "tokens after reinstatement stay inactive");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_ne!(fresh, old);
+    assert_eq!(post(&auth, "/introspect", gateway, &old).await.1["active"], false);
+}
+
+#[tokio::test]
+async fn pc12_the_revocation_list_carries_revoked_tokens_as_digests() {
+    let pg = TestPostgres::start().await.unwrap();
+    let (auth, _) = TestAuth::start_with_database(&pg).await;
+    assert_eq!(revocation_list(&auth).await, serde_json::json!({ "tokens": [], "principals": [] }));
+    let token = token_for_reader(&auth).await;
+    let jti =
+        jsonwebtoken::dangerous::insecure_decode_claims::<Value>(&token).unwrap()["jti"].as_str().unwrap().to_owned();
+    assert_eq!(
+        post(&auth, "/revoke", Some(("inventory-reader", READER_SECRET.as_str())), &token).await.0,
+        StatusCode::OK
+    );
+    // The list is rebuilt at most once a second: wait for the next build.
+    let digest = estate_tokens::revocation::published_id(&jti);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let list = revocation_list(&auth).await;
+        if list["tokens"].as_array().unwrap().iter().any(|t| t == digest.as_str()) {
+            assert!(!list.to_string().contains(&jti), "digests only");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the revoked token never appeared: {list}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

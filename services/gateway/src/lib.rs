@@ -75,6 +75,12 @@ pub struct GatewaySettings {
     /// Extra CA (PEM file) for the issuer's TLS.
     #[serde(default)]
     pub issuer_ca_file: Option<PathBuf>,
+    /// Poll the issuer's revocation list (PC-12); off only for an issuer that publishes none.
+    #[serde(default = "default_true")]
+    pub revocations: bool,
+    /// How often: the bound from revocation to refusal at the edge.
+    #[serde(default = "default_revocation_poll_secs")]
+    pub revocation_poll_secs: u64,
     /// Upstream services.
     pub upstreams: Vec<UpstreamSettings>,
     /// The route table.
@@ -152,6 +158,11 @@ impl Service for Application {
             let timeout = Duration::from_millis(upstream.timeout_ms.clamp(100, 60_000));
             let mut verifier = VerifierConfig::new(&settings.issuer, &[upstream.audience.as_str()]);
             verifier.ca_pem.clone_from(&issuer_ca);
+            if settings.revocations {
+                let mut feed = estate_tokens::revocation::RevocationsConfig::of_issuer(&settings.issuer);
+                feed.poll = Duration::from_secs(settings.revocation_poll_secs.max(1));
+                verifier.revocations = Some(feed);
+            }
             upstreams.push(Upstream {
                 name: upstream.name.clone(),
                 base: upstream.url.trim_end_matches('/').to_owned(),
@@ -199,4 +210,12 @@ impl Service for Application {
         }
         drained
     }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_revocation_poll_secs() -> u64 {
+    estate_tokens::revocation::DEFAULT_POLL.as_secs()
 }

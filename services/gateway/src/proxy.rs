@@ -248,8 +248,14 @@ async fn handle(gateway: &Gateway, request: Request, lookup: Lookup<'_>) -> Resp
     let verified = match upstream.verifier.verify(token).await {
         Ok(verified) => verified,
         Err(error) => {
-            gateway.audit_auth(Action::AuthenticationFailed, "gateway_token_invalid", ip);
-            return refused(with_cors(AuthRejection::Unauthenticated(error).into_response(), origin), "token_invalid");
+            // A revoked token still being presented is worth its own alert (PC-12).
+            let (audit_reason, metric) = if error == TokenError::Revoked {
+                ("gateway_token_revoked", "token_revoked")
+            } else {
+                ("gateway_token_invalid", "token_invalid")
+            };
+            gateway.audit_auth(Action::AuthenticationFailed, audit_reason, ip);
+            return refused(with_cors(AuthRejection::Unauthenticated(error).into_response(), origin), metric);
         }
     };
     if !verified.scopes().contains(route.scope) {

@@ -1,0 +1,96 @@
+//! The issuer's revocation list (PC-12): a revoked token, subject, client or
+//! actor is refused by the verifier — cache hits included — while everything
+//! else keeps verifying; no list yet means no verdict (fail closed), a list
+//! that cannot be refreshed is kept.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed step should panic the test")]
+
+use estate_testkit::TestIdp;
+use estate_testkit::idp::now;
+use estate_tokens::revocation::RevocationsConfig;
+use estate_tokens::{TokenError, Verifier, VerifierConfig};
+use serde_json::json;
+
+const AUD: &str = "order-api";
+
+async fn verifier_for(idp: &TestIdp) -> Verifier {
+    let mut config = VerifierConfig::new(idp.issuer(), &[AUD]);
+    config.ca_pem = Some(idp.ca_pem());
+    config.revocations = Some(RevocationsConfig::of_issuer(idp.issuer()));
+    Verifier::new(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn pc12_a_revoked_jti_is_refused_even_from_the_cache_and_others_still_pass() {
+    let idp = TestIdp::start().await.unwrap();
+    let verifier = verifier_for(&idp).await;
+    let claims = idp.access_claims("alice", AUD, "orders:read");
+    let token = idp.mint(&claims).unwrap();
+    let other = idp.mint(&idp.access_claims("alice", AUD, "orders:read")).unwrap();
+    verifier.verify(&token).await.unwrap(); // now cached
+    idp.revoke_token(claims["jti"].as_str().unwrap());
+    verifier.refresh_revocations().await.unwrap();
+    assert_eq!(verifier.verify(&token).await.unwrap_err(), TokenError::Revoked);
+    verifier.verify(&other).await.unwrap();
+}
+
+#[tokio::test]
+async fn pc12_a_revoked_subject_client_or_actor_refuses_tokens_issued_up_to_not_before() {
+    let idp = TestIdp::start().await.unwrap();
+    let verifier = verifier_for(&idp).await;
+    let issued_at = now() - 10;
+    let with = |sub: &str, client: &str, actor: Option<&str>, iat: i64| {
+        let mut claims = idp.access_claims(sub, AUD, "orders:read");
+        claims["client_id"] = json!(client);
+        claims["iat"] = json!(iat);
+        if let Some(actor) = actor {
+            claims["act"] = json!({ "sub": "gateway-svc", "act": { "sub": actor } });
+        }
+        idp.mint(&claims).unwrap()
+    };
+    let by_alice = with("alice", "web", None, issued_at);
+    let by_client = with("bob", "stolen-app", None, issued_at);
+    let by_actor = with("carol", "web", Some("order-svc"), issued_at);
+    let later = with("alice", "web", None, issued_at + 5);
+    let bystander = with("dave", "web", None, issued_at);
+    for token in [&by_alice, &by_client, &by_actor, &later, &bystander] {
+        verifier.verify(token).await.unwrap();
+    }
+    idp.revoke_principal("alice", issued_at + 1);
+    idp.revoke_principal("stolen-app", issued_at);
+    idp.revoke_principal("order-svc", issued_at);
+    verifier.refresh_revocations().await.unwrap();
+    for token in [&by_alice, &by_client, &by_actor] {
+        assert_eq!(verifier.verify(token).await.unwrap_err(), TokenError::Revoked);
+    }
+    // Issued after the revocation (a new login), and other principals: accepted.
+    verifier.verify(&later).await.unwrap();
+    verifier.verify(&bystander).await.unwrap();
+}
+
+#[tokio::test]
+async fn pc12_without_a_list_nothing_is_accepted_and_a_stale_list_is_kept() {
+    let idp = TestIdp::start().await.unwrap();
+    idp.set_down(true);
+    let mut config = VerifierConfig::new(idp.issuer(), &[AUD]);
+    config.ca_pem = Some(idp.ca_pem());
+    config.revocations = Some(RevocationsConfig::of_issuer(idp.issuer()));
+    let verifier = Verifier::new(config).await.unwrap();
+    idp.set_down(false);
+    verifier.refresh_keys().await.unwrap();
+    let claims = idp.access_claims("alice", AUD, "orders:read");
+    let token = idp.mint(&claims).unwrap();
+    // Keys but no list yet: a fresh replica cannot tell, so it refuses (503, not 401) and is not ready.
+    assert_eq!(verifier.verify(&token).await.unwrap_err(), TokenError::KeysUnavailable);
+    assert!(!verifier.has_keys());
+
+    idp.revoke_token(claims["jti"].as_str().unwrap());
+    verifier.refresh_revocations().await.unwrap();
+    assert!(verifier.has_keys());
+    let fine = idp.mint(&idp.access_claims("alice", AUD, "orders:read")).unwrap();
+    verifier.verify(&fine).await.unwrap();
+    // The issuer goes down: the last list still holds.
+    idp.set_down(true);
+    assert!(verifier.refresh_revocations().await.is_err());
+    assert_eq!(verifier.verify(&token).await.unwrap_err(), TokenError::Revoked);
+    verifier.verify(&fine).await.unwrap();
+}
