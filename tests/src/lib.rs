@@ -108,7 +108,8 @@ pub const GATEWAY_ROUTES: [(&str, &[&str], &str, &str); 8] = [
 ];
 
 /// How often every verifier polls the authorization server's revocation
-/// list here (production default: 5 s): the bound the incident drills check.
+/// list, and every workload the PKI's CRL, here (production default: 5 s):
+/// the bound the incident drills check.
 pub const REVOCATION_POLL_SECS: u64 = 1;
 
 /// Body limit of the gateway's routes (bytes).
@@ -131,6 +132,7 @@ pub struct Estate {
     /// The workloads' trust bundle (OpenBao's PKI CA), PEM.
     pub bundle: String,
     svids: std::collections::HashMap<&'static str, (String, String)>,
+    svid_serials: std::collections::HashMap<&'static str, String>,
     _bao: TestOpenBao,
     /// The payment provider simulator.
     pub psp: TestPsp,
@@ -177,6 +179,7 @@ fn identity(dir: &Path, bundle: &str, service: &str, policy: &str) -> Value {
         "bundle_file": write(dir, "bundle.pem", bundle),
         "policy_file": write(dir, &format!("{service}-policy.toml"), policy),
         "svid": { "source": "openbao", "role": service, "spiffe_id": spiffe(service), "ttl_secs": 3600 },
+        "crl": { "source": "openbao", "refresh_secs": REVOCATION_POLL_SECS },
     })
 }
 
@@ -300,6 +303,7 @@ impl Estate {
         // SVIDs for the test's own clients (the gateway, and order/payment when a
         // test calls as them), from the same PKI.
         let mut svids = std::collections::HashMap::new();
+        let mut svid_serials = std::collections::HashMap::new();
         let mut bundle = String::new();
         for workload in ["gateway", "order", "payment"] {
             let issued = bao_admin
@@ -307,6 +311,7 @@ impl Estate {
                 .await
                 .unwrap();
             bundle.clone_from(&issued.issuing_ca);
+            svid_serials.insert(workload, issued.serial_number.clone());
             svids.insert(
                 workload,
                 (issued.certificate, secrecy::ExposeSecret::expose_secret(&issued.private_key).to_owned()),
@@ -398,6 +403,7 @@ impl Estate {
                 "identity": {
                     "bundle_file": write(d, "bundle.pem", &bundle),
                     "svid": { "source": "openbao", "role": "gateway", "spiffe_id": spiffe("gateway"), "ttl_secs": 3600 },
+                    "crl": { "source": "openbao", "refresh_secs": REVOCATION_POLL_SECS },
                 },
                 "issuer": auth_url,
                 "issuer_ca_file": auth_ca_file,
@@ -438,6 +444,7 @@ impl Estate {
             pki,
             bundle,
             svids,
+            svid_serials,
             _bao: bao,
             psp,
             merchant,
@@ -558,6 +565,13 @@ impl Estate {
     /// The same for payment's management listener.
     pub fn payment_management(&self, path: &str) -> (reqwest::Client, String) {
         (self.pki.https_client().unwrap(), format!("https://localhost:{}{path}", self.payment_management.port()))
+    }
+
+    /// Revoke the SVID the test's own clients present as `service` (as if
+    /// it had leaked) in OpenBao's PKI engine.
+    pub async fn revoke_test_svid(&self, service: &str) {
+        let admin = estate_secrets::testing::admin(&self._bao).unwrap();
+        admin.revoke_certificate("pki", &self.svid_serials[service]).await.unwrap();
     }
 
     /// An HTTPS client presenting `service`'s SVID and expecting `server`'s.

@@ -164,3 +164,43 @@ async fn pc12_cutting_off_a_compromised_workload_client_stops_its_calls_and_noth
         ])
         .await;
 }
+
+#[tokio::test]
+async fn pc12_a_leaked_svid_is_refused_by_every_peer_within_the_crl_refresh_and_the_workload_keeps_working() {
+    let estate = Estate::start_with(Options { siem: true, ..Options::default() }).await;
+    let alice = estate.user_token("alice").await;
+    // The leaked copy: an SVID of order's SPIFFE ID held by the attacker
+    // (the running order service has its own, with another serial). Its
+    // connection to payment is already open when the incident starts.
+    let stolen = estate.workload_client("order", "payment");
+    let probe = estate.payment_url("/v1/payments");
+    let call = || async { stolen.post(&probe).json(&json!({})).send().await };
+    // Before: east-west policy lets order's identity in; only the missing token is refused.
+    assert_eq!(call().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    // Runbook "cut off a compromised workload", SPIFFE half: revoke the leaked serial in OpenBao's PKI.
+    let started = Instant::now();
+    estate.revoke_test_svid("order").await;
+    // Within the bound: refused on the open connection (403, policy: certificate
+    // revoked) and at every new handshake.
+    let took = within("payment refuses the leaked SVID", started, || async {
+        call().await.is_ok_and(|response| response.status() == StatusCode::FORBIDDEN)
+    })
+    .await;
+    assert!(took <= bound(), "refused after {took:?}, documented bound {:?}", bound());
+    let fresh = estate.workload_client("order", "payment");
+    assert!(fresh.post(&probe).json(&json!({})).send().await.is_err(), "a new handshake with it fails");
+
+    // The running order service (its own SVID) still reserves, exchanges and pays:
+    // inventory and payment accept it; the gateway's SVID still reaches order.
+    let (status, order) = estate
+        .place_order(
+            &alice,
+            &uuid::Uuid::new_v4().to_string(),
+            &json!({ "lines": [{ "sku": "TEA-01", "quantity": 1 }] }),
+        )
+        .await;
+    assert_eq!((status, order["status"].as_str()), (StatusCode::CREATED, Some("confirmed")), "{order}");
+    assert_eq!(estate.edge_call(Method::GET, "/v1/orders", Some(&alice), None).await.0, StatusCode::OK);
+    estate.siem_events(&[("payment", "policy_denied", "peer_certificate_revoked")]).await;
+}

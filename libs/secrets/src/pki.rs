@@ -59,3 +59,64 @@ impl OpenBao {
         })
     }
 }
+
+#[derive(Deserialize)]
+struct CertResponse {
+    data: CertData,
+}
+
+#[derive(Deserialize)]
+struct CertData {
+    certificate: String,
+}
+
+#[derive(Deserialize)]
+struct ListResponse {
+    data: ListData,
+}
+
+#[derive(Deserialize)]
+struct ListData {
+    keys: Vec<String>,
+}
+
+impl OpenBao {
+    /// The PKI engine's current CRL (PEM). An unauthenticated endpoint of
+    /// the engine: any workload may read it.
+    pub async fn pki_crl_pem(&self, mount: &str) -> Result<String, OpenBaoError> {
+        let path = format!("{mount}/cert/crl");
+        let response: CertResponse = self
+            .call(Method::GET, &path, None, false)
+            .await?
+            .ok_or_else(|| OpenBaoError::Invalid { path: path.clone(), reason: "empty".into() })?;
+        Ok(response.data.certificate)
+    }
+
+    /// Revoke the certificate `serial_number` (`aa:bb:…`); the engine
+    /// rebuilds its CRL. An operator (or incident tooling) permission.
+    pub async fn revoke_certificate(&self, mount: &str, serial_number: &str) -> Result<(), OpenBaoError> {
+        let body = serde_json::json!({ "serial_number": serial_number });
+        self.call::<serde_json::Value>(Method::POST, &format!("{mount}/revoke"), Some(&body), true).await?;
+        Ok(())
+    }
+
+    /// Serial numbers of every certificate the engine has issued and not yet tidied.
+    pub async fn list_certificates(&self, mount: &str) -> Result<Vec<String>, OpenBaoError> {
+        let path = format!("{mount}/certs?list=true");
+        let response: Option<ListResponse> = match self.call(Method::GET, &path, None, true).await {
+            Err(OpenBaoError::NotFound { .. }) => None, // nothing issued yet
+            other => other?,
+        };
+        Ok(response.map(|r| r.data.keys).unwrap_or_default())
+    }
+
+    /// One issued certificate (PEM) by serial number.
+    pub async fn read_certificate(&self, mount: &str, serial_number: &str) -> Result<String, OpenBaoError> {
+        let path = format!("{mount}/cert/{serial_number}");
+        let response: CertResponse = self
+            .call(Method::GET, &path, None, false)
+            .await?
+            .ok_or_else(|| OpenBaoError::Invalid { path: path.clone(), reason: "empty".into() })?;
+        Ok(response.data.certificate)
+    }
+}

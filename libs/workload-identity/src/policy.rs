@@ -74,6 +74,7 @@ struct Rule {
 pub struct EastWestPolicy {
     rules: Arc<Vec<Rule>>,
     audit: Option<estate_audit::AuditLog>,
+    crls: Option<Arc<crate::crl::CrlSet>>,
 }
 
 impl std::fmt::Debug for EastWestPolicy {
@@ -106,12 +107,19 @@ impl EastWestPolicy {
                 .collect::<Result<_, _>>()?;
             rules.push(Rule { caller, methods, paths });
         }
-        Ok(Self { rules: Arc::new(rules), audit: None })
+        Ok(Self { rules: Arc::new(rules), audit: None, crls: None })
     }
 
     /// Record every denial in `audit` (a `policy_denied` event).
     pub fn with_audit(mut self, audit: estate_audit::AuditLog) -> Self {
         self.audit = Some(audit);
+        self
+    }
+
+    /// Refuse, on every request, callers whose certificate `crls` list —
+    /// also on connections established before the revocation.
+    pub fn with_crls(mut self, crls: Arc<crate::crl::CrlSet>) -> Self {
+        self.crls = Some(crls);
         self
     }
 
@@ -148,8 +156,15 @@ fn toml_parse(text: &str) -> Result<PolicyFile, PolicyError> {
 /// Middleware: enforce `policy` on every request (apply with
 /// `axum::middleware::from_fn_with_state(policy, enforce)`).
 pub async fn enforce(State(policy): State<EastWestPolicy>, request: Request, next: Next) -> Response {
-    let peer = request.extensions().get::<ConnectionInfo>().and_then(Peer::of);
-    let allowed = peer.as_ref().is_some_and(|Peer(id)| policy.allows(id, request.method(), request.uri().path()));
+    let info = request.extensions().get::<ConnectionInfo>();
+    let peer = info.and_then(Peer::of);
+    let revoked = policy
+        .crls
+        .as_ref()
+        .zip(info.and_then(|i| i.peer_certificates.first()))
+        .is_some_and(|(crls, leaf)| crls.lists(leaf));
+    let allowed =
+        !revoked && peer.as_ref().is_some_and(|Peer(id)| policy.allows(id, request.method(), request.uri().path()));
     if allowed {
         return next.run(request).await;
     }
@@ -157,12 +172,17 @@ pub async fn enforce(State(policy): State<EastWestPolicy>, request: Request, nex
         peer = peer.as_ref().map_or("-", |Peer(id)| id.as_str()),
         method = %request.method(),
         path = request.uri().path(),
+        revoked,
         "east-west call refused by policy"
     );
     if let Some(audit) = &policy.audit {
         let mut event =
             estate_audit::AuditEvent::new(estate_audit::Action::PolicyDenied, estate_audit::Outcome::Failure)
-                .reason(if peer.is_some() { "route_not_allowed_for_workload" } else { "no_workload_identity" })
+                .reason(match (&peer, revoked) {
+                    (_, true) => "peer_certificate_revoked",
+                    (Some(_), false) => "route_not_allowed_for_workload",
+                    (None, false) => "no_workload_identity",
+                })
                 .source(request.extensions().get::<ConnectionInfo>().map(|c| c.remote_addr.ip()));
         if let Some(Peer(id)) = &peer
             && let Ok(peer) = estate_audit::Identifier::new(id.as_str())

@@ -9,6 +9,7 @@
 //! policy_file = "/etc/estate/east-west.toml"
 //! svid = { source = "files", cert_file = "/run/svid/cert.pem", key_file = "/run/svid/key.pem" }
 //! # or: svid = { source = "openbao", spiffe_id = "spiffe://estate.local/ns/estate/sa/order", role = "order" }
+//! crl = { source = "openbao", mount = "pki", refresh_secs = 5 }   # revoked SVIDs (PC-12)
 //! ```
 
 use std::path::PathBuf;
@@ -20,10 +21,11 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
+use crate::crl::CrlSet;
 use crate::identity::{RotatingIdentity, read_svid_files, spawn_file_reload, spawn_openbao_renewal, svid_from_pem};
 use crate::policy::{EastWestPolicy, PolicyError};
 use crate::spiffe::SpiffeId;
-use crate::tls::{IdentityTlsError, client_config, server_config};
+use crate::tls::{IdentityTlsError, client_config_with_crls, server_config_with_crls};
 
 /// `[service.identity]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +40,30 @@ pub struct IdentitySettings {
     pub policy_file: Option<PathBuf>,
     /// Where this workload's own SVID comes from.
     pub svid: SvidSource,
+    /// Where the CRL of the bundle's CA comes from; revoked peer SVIDs are
+    /// refused in both directions. Absent: no revocation checks (a
+    /// compromised SVID is valid until it expires).
+    #[serde(default)]
+    pub crl: Option<CrlSource>,
+}
+
+/// Where the CRL comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CrlSource {
+    /// OpenBao's PKI engine (`GET /v1/<mount>/cert/crl`), polled.
+    Openbao {
+        /// PKI mount.
+        #[serde(default = "default_pki_mount")]
+        mount: String,
+        /// How often to fetch it: the bound from revocation to refusal.
+        #[serde(default = "default_crl_refresh_secs")]
+        refresh_secs: u64,
+    },
+}
+
+fn default_crl_refresh_secs() -> u64 {
+    5
 }
 
 /// Where the SVID comes from.
@@ -115,6 +141,7 @@ pub struct WorkloadIdentity {
     bundle: Arc<Vec<CertificateDer<'static>>>,
     spiffe_id: SpiffeId,
     policy: EastWestPolicy,
+    crls: Arc<CrlSet>,
 }
 
 impl std::fmt::Debug for WorkloadIdentity {
@@ -178,7 +205,29 @@ impl WorkloadIdentity {
         if let Some(audit) = audit {
             policy = policy.with_audit(audit);
         }
-        Ok(Self { identity, bundle: Arc::new(bundle), spiffe_id, policy })
+        let crls = CrlSet::new();
+        match &settings.crl {
+            Some(CrlSource::Openbao { mount, refresh_secs }) => {
+                let openbao = openbao.ok_or_else(|| IdentityError::OpenBao("crl needs service.openbao".into()))?;
+                if let Err(error) = crate::crl::load_from_openbao(&crls, openbao, mount).await {
+                    tracing::warn!(%error, "initial CRL fetch failed; will retry");
+                }
+                crate::crl::spawn_openbao_crl_refresh(
+                    &crls,
+                    openbao.clone(),
+                    mount.clone(),
+                    Duration::from_secs(*refresh_secs),
+                );
+            }
+            None => {}
+        }
+        let policy = policy.with_crls(crls.clone());
+        Ok(Self { identity, bundle: Arc::new(bundle), spiffe_id, policy, crls })
+    }
+
+    /// The CRLs this workload checks peers against.
+    pub fn crls(&self) -> &Arc<CrlSet> {
+        &self.crls
     }
 
     /// This workload's SPIFFE ID.
@@ -193,12 +242,12 @@ impl WorkloadIdentity {
 
     /// The API listener's TLS: present the SVID, require a client SVID.
     pub fn server_tls(&self) -> Result<ServerTls, IdentityTlsError> {
-        Ok(ServerTls::new(server_config(self.identity.clone(), &self.bundle)?))
+        Ok(ServerTls::new(server_config_with_crls(self.identity.clone(), &self.bundle, self.crls.clone())?))
     }
 
     /// A rustls client config that presents the SVID and accepts only `peer`.
     pub fn client_config(&self, peer: &SpiffeId) -> Result<rustls::ClientConfig, IdentityTlsError> {
-        client_config(self.identity.clone(), &self.bundle, peer.clone())
+        client_config_with_crls(self.identity.clone(), &self.bundle, peer.clone(), self.crls.clone())
     }
 
     /// An HTTPS client (REST east-west) that presents the SVID and accepts

@@ -16,6 +16,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+use crate::crl::{CrlSet, RevocationAwareClientVerifier};
 use crate::identity::RotatingIdentity;
 use crate::spiffe::SpiffeId;
 
@@ -62,9 +63,20 @@ pub fn server_config(
     identity: Arc<RotatingIdentity>,
     bundle: &[CertificateDer<'static>],
 ) -> Result<ServerConfig, IdentityTlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(bundle)?), provider())
+    server_config_with_crls(identity, bundle, CrlSet::new())
+}
+
+/// [`server_config`], refusing client certificates revoked by `crls`.
+pub fn server_config_with_crls(
+    identity: Arc<RotatingIdentity>,
+    bundle: &[CertificateDer<'static>],
+    crls: Arc<CrlSet>,
+) -> Result<ServerConfig, IdentityTlsError> {
+    let roots = Arc::new(roots(bundle)?);
+    let inner = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
         .build()
         .map_err(|e| IdentityTlsError::Verifier(e.to_string()))?;
+    let verifier = Arc::new(RevocationAwareClientVerifier { inner, roots, crls, provider: provider() });
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -88,7 +100,18 @@ pub fn client_config(
     bundle: &[CertificateDer<'static>],
     expected_server: SpiffeId,
 ) -> Result<ClientConfig, IdentityTlsError> {
-    let verifier = SpiffeServerVerifier { roots: roots(bundle)?, expected: expected_server, provider: provider() };
+    client_config_with_crls(identity, bundle, expected_server, CrlSet::new())
+}
+
+/// [`client_config`], refusing server certificates revoked by `crls`.
+pub fn client_config_with_crls(
+    identity: Arc<RotatingIdentity>,
+    bundle: &[CertificateDer<'static>],
+    expected_server: SpiffeId,
+    crls: Arc<CrlSet>,
+) -> Result<ClientConfig, IdentityTlsError> {
+    let verifier =
+        SpiffeServerVerifier { roots: roots(bundle)?, expected: expected_server, provider: provider(), crls };
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         // The one custom verifier in the estate; reviewed, tested both ways.
@@ -123,6 +146,7 @@ struct SpiffeServerVerifier {
     roots: RootCertStore,
     expected: SpiffeId,
     provider: Arc<CryptoProvider>,
+    crls: Arc<CrlSet>,
 }
 
 impl fmt::Debug for SpiffeServerVerifier {
@@ -154,6 +178,14 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             tracing::warn!(expected = %self.expected, presented = %presented, "server presented another workload identity");
             return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName));
         }
+        self.crls.check(
+            end_entity,
+            intermediates,
+            &self.roots,
+            now,
+            &self.provider,
+            webpki::KeyUsage::server_auth(),
+        )?;
         Ok(ServerCertVerified::assertion())
     }
 
