@@ -112,6 +112,12 @@ pub const GATEWAY_ROUTES: [(&str, &[&str], &str, &str); 8] = [
 /// the bound the incident drills check.
 pub const REVOCATION_POLL_SECS: u64 = 1;
 
+/// How long a newly published signing key waits before it signs, here
+/// (production: ≥ the JWKS max-age, 300 s). Longer than a verifier's least
+/// time between two JWKS fetches for unknown `kid`s (10 s), so every
+/// verifier may fetch the new key when it first meets it.
+pub const KEY_PUBLISH_LEAD_SECS: u64 = 11;
+
 /// Body limit of the gateway's routes (bytes).
 pub const GATEWAY_BODY_LIMIT: usize = 16 * 1024;
 
@@ -283,14 +289,29 @@ impl Estate {
                 siem.ca_file.display()
             )
         });
-        let (auth_url, auth_ca, auth_config) =
-            start_auth(d, &pg, &auth_roles, &order_pub, &sha256_hex(&ops_secret), &audit_toml).await;
-
         // OpenBao: an AppRole and PKI role per workload, leased database logins.
         let bao = TestOpenBao::start().await.unwrap();
         let bao_admin = estate_secrets::testing::admin(&bao).unwrap();
-        let workloads = ["inventory", "payment", "order", "gateway"];
+        let workloads = ["inventory", "payment", "order", "gateway", "auth"];
         let credentials = estate_secrets::testing::bootstrap(&bao_admin, &workloads).await.unwrap();
+
+        // The authorization server's signing keys in OpenBao, initialised with
+        // its own identity as `auth keys rotate` does; replicas reload them.
+        let auth_bao = estate_secrets::testing::login(&bao, &credentials[4]).await.unwrap();
+        let key_store: estate_auth::key_store::KeyStoreSettings = serde_json::from_value(json!({
+            "reload_secs": 1,
+            "publish_lead_secs": KEY_PUBLISH_LEAD_SECS,
+        }))
+        .unwrap();
+        estate_auth::key_store::rotate(&auth_bao, &key_store, estate_testkit::idp::now(), None).await.unwrap();
+        let _ = auth_bao.revoke_self().await;
+        let signing_toml = format!(
+            "{}[service.key_store]\nreload_secs = 1\npublish_lead_secs = {KEY_PUBLISH_LEAD_SECS}\n",
+            estate_secrets::testing::openbao_section(d, &bao, &credentials[4]).unwrap()
+        );
+        let (auth_url, auth_ca, auth_config) =
+            start_auth(d, &pg, &auth_roles, &order_pub, &sha256_hex(&ops_secret), &audit_toml, &signing_toml).await;
+
         estate_secrets::testing::database(
             &bao_admin,
             &bao,
@@ -487,10 +508,15 @@ impl Estate {
         estate_testkit::login::authorization_code(&login, &self.auth_ca).await.map_err(|e| e.to_string())
     }
 
+    /// An HTTPS client trusting the authorization server's CA.
+    pub fn auth_client(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(self.auth_ca.as_bytes()).unwrap();
+        reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
+    }
+
     /// `POST /token` at the authorization server as the web app (a public client).
     pub async fn token_request(&self, form: &[(&str, &str)]) -> (reqwest::StatusCode, Value) {
-        let ca = reqwest::Certificate::from_pem(self.auth_ca.as_bytes()).unwrap();
-        let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+        let http = self.auth_client();
         let response = http.post(format!("{}/token", self.auth_url)).form(form).send().await.unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
@@ -544,9 +570,8 @@ impl Estate {
 
     /// An `admin:*` token of the operations console for `audience`.
     pub async fn ops_token(&self, audience: &str) -> String {
-        let ca = reqwest::Certificate::from_pem(self.auth_ca.as_bytes()).unwrap();
-        let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
-        let response = http
+        let response = self
+            .auth_client()
             .post(format!("{}/token", self.auth_url))
             .basic_auth("ops-console", Some(&self.ops_secret))
             .form(&[("grant_type", "client_credentials"), ("scope", "admin:*"), ("resource", audience)])
@@ -704,6 +729,7 @@ async fn start_auth(
     order_pub: &Path,
     ops_digest: &str,
     audit_toml: &str,
+    signing_toml: &str,
 ) -> (String, String, std::path::PathBuf) {
     let tls = TestPki::new("estate-edge").unwrap();
     let files = tls.localhost_server().unwrap().write_to(d, "auth-server").unwrap();
@@ -725,8 +751,8 @@ async fn start_auth(
             {audit_toml}
             [service]
             issuer = "{issuer}"
-            dev_generated_signing_key = true
             {database}
+            {signing_toml}
 
             [[service.clients]]
             client_id = "{web}"

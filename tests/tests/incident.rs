@@ -204,3 +204,94 @@ async fn pc12_a_leaked_svid_is_refused_by_every_peer_within_the_crl_refresh_and_
     assert_eq!(estate.edge_call(Method::GET, "/v1/orders", Some(&alice), None).await.0, StatusCode::OK);
     estate.siem_events(&[("payment", "policy_denied", "peer_certificate_revoked")]).await;
 }
+
+fn kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// A new access token from the refresh token (rotated in place): signed by
+/// whatever key the authorization server signs with now, without the
+/// login's rate limits.
+async fn refreshed(estate: &Estate, refresh: &tokio::sync::Mutex<String>) -> String {
+    let mut refresh = refresh.lock().await;
+    let (status, body) = estate
+        .token_request(&[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("client_id", WEB_CLIENT)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    *refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn pc12_signing_key_rotation_fails_no_request_and_a_compromised_key_is_cut_off_estate_wide() {
+    let estate = Estate::start_with(Options { siem: true, ..Options::default() }).await;
+    let login = estate.user_login("alice").await;
+    let before = login["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokio::sync::Mutex::new(login["refresh_token"].as_str().unwrap().to_owned());
+    let first_kid = kid(&before);
+
+    // Runbook "rotate the signing key", routine: publish, wait the lead, activate.
+    // Traffic with the old token never fails meanwhile, at the edge or behind it.
+    assert!(estate.auth_operator(&["keys", "rotate"]).await.unwrap().contains("Published"));
+    let started = Instant::now();
+    loop {
+        assert_eq!(edge_status(&estate, &before).await, StatusCode::OK);
+        assert_eq!(direct_status(&estate, &before).await, StatusCode::OK);
+        let said = estate.auth_operator(&["keys", "rotate"]).await.unwrap();
+        if said.contains("Activated") {
+            break;
+        }
+        assert!(said.contains("Waiting"), "{said}");
+        assert!(started.elapsed() < Duration::from_secs(60), "never activated");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Once auth has reloaded, new tokens carry the new key — and the very
+    // first request with one succeeds everywhere (no failed request).
+    let after = loop {
+        let token = refreshed(&estate, &refresh).await;
+        if kid(&token) != first_kid {
+            break token;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "auth never signed with the new key");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(edge_status(&estate, &after).await, StatusCode::OK);
+    assert_eq!(direct_status(&estate, &after).await, StatusCode::OK);
+    assert_eq!(edge_status(&estate, &before).await, StatusCode::OK, "the retiring key's tokens live on");
+
+    // Runbook, suspected compromise: the now active key leaked. `auth keys revoke KID`.
+    let leaked = kid(&after);
+    let revoked_at = Instant::now();
+    let said = estate.auth_operator(&["keys", "revoke", &leaked]).await.unwrap();
+    assert!(said.contains("revoked"), "{said}");
+    let took = within("tokens of the revoked key refused at the edge", revoked_at, || async {
+        edge_status(&estate, &after).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    within("… and at order directly", revoked_at, || async {
+        direct_status(&estate, &after).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(took <= bound(), "refused after {took:?}, documented bound {:?}", bound());
+    // Tokens of other keys are untouched; new logins get a key that was never leaked.
+    assert_eq!(edge_status(&estate, &before).await, StatusCode::OK);
+    eventually("new tokens work again", revoked_at, Duration::from_secs(60), || async {
+        let token = refreshed(&estate, &refresh).await;
+        kid(&token) != leaked && edge_status(&estate, &token).await == StatusCode::OK
+    })
+    .await;
+    // The revoked key is gone from the JWKS.
+    let http = estate.auth_client();
+    let jwks: serde_json::Value =
+        http.get(format!("{}/jwks", estate.auth_url)).send().await.unwrap().json().await.unwrap();
+    assert!(!jwks.to_string().contains(&leaked), "{jwks}");
+
+    estate
+        .siem_events(&[
+            ("auth", "key_rotated", "next_key_published"),
+            ("auth", "key_rotated", "next_key_activated"),
+            ("auth", "key_rotated", "key_revoked"),
+            ("gateway", "authentication_failed", "gateway_token_revoked"),
+        ])
+        .await;
+}

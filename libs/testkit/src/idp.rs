@@ -147,6 +147,7 @@ struct IdpState {
     /// Published revocation list: SHA-256 hex of jtis; of principals with `not_before`.
     revoked_tokens: RwLock<Vec<String>>,
     revoked_principals: RwLock<Vec<(String, i64)>>,
+    revoked_keys: RwLock<Vec<String>>,
 }
 
 /// A running test IdP; stopped when dropped.
@@ -184,6 +185,7 @@ impl TestIdp {
             last_token_form: Mutex::new(None),
             revoked_tokens: RwLock::new(Vec::new()),
             revoked_principals: RwLock::new(Vec::new()),
+            revoked_keys: RwLock::new(Vec::new()),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -208,6 +210,13 @@ impl TestIdp {
     pub fn revoke_principal(&self, principal: &str, not_before: i64) {
         if let Ok(mut principals) = self.state.revoked_principals.write() {
             principals.push((sha256_hex(principal), not_before));
+        }
+    }
+
+    /// Publish every token signed by `kid` as revoked (a compromised key).
+    pub fn revoke_key(&self, kid: &str) {
+        if let Ok(mut keys) = self.state.revoked_keys.write() {
+            keys.push(kid.to_owned());
         }
     }
 
@@ -339,7 +348,9 @@ async fn revocations(State(state): State<Arc<IdpState>>) -> Response {
         .read()
         .map(|p| p.iter().map(|(id, not_before)| json!({ "id": id, "not_before": not_before })).collect())
         .unwrap_or_default();
-    ([(header::CACHE_CONTROL, "no-store")], Json(json!({ "tokens": tokens, "principals": principals }))).into_response()
+    let keys = state.revoked_keys.read().map(|k| k.clone()).unwrap_or_default();
+    ([(header::CACHE_CONTROL, "no-store")], Json(json!({ "tokens": tokens, "principals": principals, "keys": keys })))
+        .into_response()
 }
 
 fn sha256_hex(value: &str) -> String {

@@ -171,6 +171,8 @@ struct Inner {
     actor: Option<Actor>,
     expires_at: i64,
     issued_at: i64,
+    /// The header's `kid`: which issuer key signed it.
+    key_id: Option<String>,
     /// The token itself, kept only so it can be relayed (RFC 8693 subject
     /// token, FLOW-RELAY). Never logged: `Debug` leaves it out.
     raw: SecretString,
@@ -186,7 +188,7 @@ pub(crate) enum ClaimError {
 }
 
 impl VerifiedToken {
-    pub(crate) fn from_raw(raw: RawClaims, token: &str) -> Result<(Self, usize), ClaimError> {
+    pub(crate) fn from_raw(raw: RawClaims, token: &str, kid: Option<&str>) -> Result<(Self, usize), ClaimError> {
         let (scopes, unknown_scopes) = raw.scope.as_deref().map_or((Scopes::empty(), 0), Scopes::parse);
         let actor = match &raw.act {
             Some(act) => Some(Actor::from_raw(act, MAX_ACTOR_DEPTH).ok_or(ClaimError::Actor)?),
@@ -202,6 +204,7 @@ impl VerifiedToken {
             actor,
             expires_at: raw.exp,
             issued_at: raw.iat,
+            key_id: kid.map(str::to_owned),
             raw: SecretString::from(token.to_owned()),
         };
         Ok((Self(Arc::new(inner)), unknown_scopes))
@@ -242,6 +245,10 @@ impl VerifiedToken {
     /// `iat`, seconds since the epoch.
     pub fn issued_at(&self) -> i64 {
         self.0.issued_at
+    }
+    /// The `kid` of the key that signed it (header).
+    pub fn key_id(&self) -> Option<&str> {
+        self.0.key_id.as_deref()
     }
     /// The bearer token, to relay it downstream (FLOW-RELAY) or to use it as
     /// an RFC 8693 `subject_token`. Do not log it.
@@ -295,7 +302,7 @@ mod tests {
     fn audience_may_be_string_or_array() {
         let mut json = base();
         json["aud"] = serde_json::json!(["order-api", "payment-api"]);
-        let (token, _) = VerifiedToken::from_raw(raw(json), "t").unwrap();
+        let (token, _) = VerifiedToken::from_raw(raw(json), "t", None).unwrap();
         assert_eq!(token.audiences(), ["order-api", "payment-api"]);
     }
 
@@ -303,7 +310,7 @@ mod tests {
     fn nested_actor_chain_is_typed_and_bounded() {
         let mut json = base();
         json["act"] = serde_json::json!({"sub": "payment-svc", "act": {"sub": "order-svc"}});
-        let (token, _) = VerifiedToken::from_raw(raw(json), "t").unwrap();
+        let (token, _) = VerifiedToken::from_raw(raw(json), "t", None).unwrap();
         let actor = token.actor().unwrap();
         assert_eq!(actor.sub().as_str(), "payment-svc");
         assert_eq!(actor.previous().unwrap().sub().as_str(), "order-svc");
@@ -314,12 +321,12 @@ mod tests {
         }
         let mut json = base();
         json["act"] = deep;
-        assert_eq!(VerifiedToken::from_raw(raw(json), "t").unwrap_err(), ClaimError::Actor);
+        assert_eq!(VerifiedToken::from_raw(raw(json), "t", None).unwrap_err(), ClaimError::Actor);
     }
 
     #[test]
     fn debug_never_shows_the_token() {
-        let (token, _) = VerifiedToken::from_raw(raw(base()), "eyJsecret.token.text").unwrap();
+        let (token, _) = VerifiedToken::from_raw(raw(base()), "eyJsecret.token.text", None).unwrap();
         assert!(!format!("{token:?}").contains("eyJsecret"));
         assert!(token.is_token("eyJsecret.token.text"));
     }

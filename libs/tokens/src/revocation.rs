@@ -13,10 +13,12 @@
 //!
 //! ```json
 //! { "tokens": ["<sha256(jti)>", …],
-//!   "principals": [{ "id": "<sha256(user subject or client id)>", "not_before": 1764900000 }, …] }
+//!   "principals": [{ "id": "<sha256(user subject or client id)>", "not_before": 1764900000 }, …],
+//!   "keys": ["<kid of a compromised signing key>", …] }
 //! ```
 //!
-//! A token is refused when its `jti` is listed, or when its `sub`, its
+//! A token is refused when its `jti` is listed, when it was signed by a
+//! listed key (`kid`s are public anyway), or when its `sub`, its
 //! `client_id` or any actor in its `act` chain is a listed principal and the
 //! token was issued at or before that principal's `not_before`.
 //!
@@ -69,6 +71,8 @@ fn hex(bytes: &[u8]) -> String {
 struct Wire {
     tokens: Vec<String>,
     principals: Vec<WirePrincipal>,
+    #[serde(default)]
+    keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +86,7 @@ struct WirePrincipal {
 struct Snapshot {
     tokens: HashSet<String>,
     principals: HashMap<String, i64>,
+    keys: HashSet<String>,
 }
 
 /// Why a token is refused by the list.
@@ -121,6 +126,7 @@ impl RevocationList {
         let snapshot = Snapshot {
             tokens: wire.tokens.into_iter().collect(),
             principals: wire.principals.into_iter().map(|p| (p.id, p.not_before)).collect(),
+            keys: wire.keys.into_iter().collect(),
         };
         if let Ok(mut slot) = self.snapshot.write() {
             *slot = Some(snapshot);
@@ -136,8 +142,11 @@ impl RevocationList {
     pub(crate) fn check(&self, token: &VerifiedToken) -> Result<(), Refusal> {
         let Ok(guard) = self.snapshot.read() else { return Err(Refusal::NotLoaded) };
         let Some(snapshot) = guard.as_ref() else { return Err(Refusal::NotLoaded) };
-        if snapshot.tokens.is_empty() && snapshot.principals.is_empty() {
+        if snapshot.tokens.is_empty() && snapshot.principals.is_empty() && snapshot.keys.is_empty() {
             return Ok(());
+        }
+        if token.key_id().is_some_and(|kid| snapshot.keys.contains(kid)) {
+            return Err(Refusal::Revoked);
         }
         if token.jti().is_some_and(|jti| snapshot.tokens.contains(&published_id(jti.as_str()))) {
             return Err(Refusal::Revoked);

@@ -307,7 +307,7 @@ impl Verifier {
             return Err(TokenError::NotYetValid);
         }
         let (verified, unknown_scopes) =
-            VerifiedToken::from_raw(data.claims, token).map_err(|_| TokenError::InvalidClaim)?;
+            VerifiedToken::from_raw(data.claims, token, header.kid.as_deref()).map_err(|_| TokenError::InvalidClaim)?;
         if unknown_scopes > 0 {
             tracing::debug!(unknown_scopes, "token carries scopes this service does not know; ignored");
         }

@@ -94,3 +94,19 @@ async fn pc12_without_a_list_nothing_is_accepted_and_a_stale_list_is_kept() {
     assert_eq!(verifier.verify(&token).await.unwrap_err(), TokenError::Revoked);
     verifier.verify(&fine).await.unwrap();
 }
+
+#[tokio::test]
+async fn pc12_tokens_signed_by_a_revoked_key_are_refused_and_the_new_keys_tokens_pass() {
+    let idp = TestIdp::start().await.unwrap();
+    let verifier = verifier_for(&idp).await;
+    let compromised = idp.active_key();
+    let old = idp.mint(&idp.access_claims("alice", AUD, "orders:read")).unwrap();
+    verifier.verify(&old).await.unwrap();
+    idp.rotate_to(estate_testkit::IdpKey::es256().unwrap());
+    verifier.refresh_keys().await.unwrap();
+    let new = idp.mint(&idp.access_claims("alice", AUD, "orders:read")).unwrap();
+    idp.revoke_key(compromised.kid());
+    verifier.refresh_revocations().await.unwrap();
+    assert_eq!(verifier.verify(&old).await.unwrap_err(), TokenError::Revoked, "cached, yet refused");
+    assert_eq!(verifier.verify(&new).await.unwrap().key_id(), Some(idp.active_key().kid()));
+}

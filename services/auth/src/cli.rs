@@ -4,6 +4,10 @@
 //!   (initialise, publish, activate; see [`crate::key_store`]). Run it from a
 //!   scheduled job or by hand; it logs in to OpenBao with the service's own
 //!   identity, like the server does.
+//! - `auth keys revoke KID [--config PATH]`: a compromised signing key — out
+//!   of the key set at once (the published next key, or a new one, signs
+//!   from the replicas' next reload) and on the revocation list, so every
+//!   verifier refuses what it signed within its poll interval.
 //! - `auth revoke user NAME [--disable] [--config PATH]`: end every session
 //!   of the user (refresh token families, pending codes) and revoke every
 //!   token issued to them so far — at introspection at once, at every
@@ -48,8 +52,8 @@ pub fn run(args: &[String]) -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: auth keys rotate | auth revoke user NAME [--disable] | auth revoke client ID \
-                     | auth reinstate (user|client) NAME   [--config PATH]";
+const USAGE: &str = "usage: auth keys rotate | auth keys revoke KID | auth revoke user NAME [--disable] \
+                     | auth revoke client ID | auth reinstate (user|client) NAME   [--config PATH]";
 
 /// Run an operator command in-process; the message it prints on success.
 /// (What `auth` runs; public so the estate's incident drills can run the
@@ -79,6 +83,7 @@ fn run_inner(args: &[String]) -> anyhow::Result<String> {
     let (words, config_path, disable) = parse_flags(args)?;
     let command = match words.as_slice() {
         ["keys", "rotate"] => Command::RotateKeys,
+        ["keys", "revoke", kid] => Command::RevokeKey { kid: (*kid).to_owned() },
         ["revoke", "user", name] => Command::Revoke { kind: PrincipalKind::User, name: (*name).to_owned(), disable },
         ["revoke", "client", id] => {
             Command::Revoke { kind: PrincipalKind::Client, name: (*id).to_owned(), disable: true }
@@ -106,6 +111,19 @@ fn run_inner(args: &[String]) -> anyhow::Result<String> {
                 let step = crate::key_store::rotate(openbao, store, crate::grants::unix_now(), Some(&audit)).await?;
                 Ok(format!("signing keys: {step:?}"))
             }
+            Command::RevokeKey { kid } => {
+                let openbao = openbao.as_ref().context("service.openbao is not configured")?;
+                let key_store = config.service.key_store.as_ref().context("service.key_store is not configured")?;
+                // The database first: a key on the revocation list that still
+                // signs fails closed; a key out of the set but not listed would not.
+                let store = open_store(&config.service, Some(openbao), &audit).await?;
+                store.revoke_signing_key(&kid, crate::grants::unix_now()).await?;
+                let signing = crate::key_store::revoke_key(openbao, key_store, &kid, Some(&audit)).await?;
+                Ok(format!(
+                    "signing key {kid} revoked: refused by every verifier within its revocation poll interval; \
+                     {signing} signs from the next key reload"
+                ))
+            }
             Command::Revoke { kind, name, disable } => {
                 revoke(&config.service, openbao.as_ref(), &audit, kind, &name, disable).await
             }
@@ -126,6 +144,7 @@ fn run_inner(args: &[String]) -> anyhow::Result<String> {
 
 enum Command {
     RotateKeys,
+    RevokeKey { kid: String },
     Revoke { kind: PrincipalKind, name: String, disable: bool },
     Reinstate { kind: PrincipalKind, name: String },
 }

@@ -139,7 +139,8 @@ impl Issuer {
         Ok(Some(verified))
     }
 
-    /// Whether the token's subject, client or an actor was revoked after it was issued.
+    /// Whether the token's subject, client or an actor was revoked after it
+    /// was issued, or the key that signed it was.
     async fn principal_revoked(&self, token: &VerifiedToken) -> Result<bool, OAuthError> {
         let mut principals = vec![token.subject().as_str()];
         principals.extend(token.client_id().map(|c| c.as_str()));
@@ -152,7 +153,16 @@ impl Issuer {
             tracing::error!(%error, "principal revocation lookup failed");
             OAuthError::ServerError
         })?;
-        Ok(not_before.is_some_and(|not_before| token.issued_at() <= not_before))
+        if not_before.is_some_and(|not_before| token.issued_at() <= not_before) {
+            return Ok(true);
+        }
+        match token.key_id() {
+            Some(kid) => self.store.signing_key_revoked(kid).await.map_err(|error| {
+                tracing::error!(%error, "signing key revocation lookup failed");
+                OAuthError::ServerError
+            }),
+            None => Ok(false),
+        }
     }
 
     /// The revocation list as published at `/revocations` (identifiers hashed
@@ -171,6 +181,7 @@ impl Issuer {
             "principals": list.principals.iter()
                 .map(|(principal, not_before)| json!({ "id": published(principal), "not_before": not_before }))
                 .collect::<Vec<_>>(),
+            "keys": list.keys,
         }))
     }
 

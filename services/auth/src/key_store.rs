@@ -16,6 +16,11 @@
 //!
 //! Replicas reload the set every `reload_secs` and swap it in without a
 //! restart.
+//!
+//! A **compromised** key is not rotated but revoked (`auth keys revoke KID`,
+//! [`revoke_key`]): it leaves the set at once — if it was signing, the
+//! published `next` key (or a fresh one) signs from the next reload — and
+//! the revocation list tells every verifier to refuse what it signed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,6 +153,29 @@ impl KeySet {
 
     /// Drop keys whose retirement time has come (replicas do this on reload,
     /// so a retired key leaves the JWKS even before the next rotation step).
+    /// Remove the key `kid` at once (compromised). If it was the active key,
+    /// the published `next` key takes over, or a new key when there is none.
+    /// Returns the `kid` that signs from now on.
+    pub fn revoke(&mut self, kid: &str) -> Result<String, KeyStoreError> {
+        let kid_of = |key: &StoredKey| SigningKey::from_pem(key.pem.as_bytes()).map(|k| k.kid().to_owned());
+        let mut position = None;
+        for (i, key) in self.keys.iter().enumerate() {
+            if kid_of(key)? == kid {
+                position = Some(i);
+            }
+        }
+        let Some(position) = position else { return Err(KeyStoreError::UnknownKey(kid.to_owned())) };
+        let removed = self.keys.remove(position);
+        if removed.state == KeyState::Active {
+            match self.keys.iter_mut().find(|k| matches!(k.state, KeyState::Next { .. })) {
+                Some(next) => next.state = KeyState::Active,
+                None => self.keys.push(StoredKey { pem: generate_pem()?, state: KeyState::Active }),
+            }
+        }
+        let active = self.keys.iter().find(|k| k.state == KeyState::Active).ok_or(KeyError::Invalid)?;
+        Ok(kid_of(active)?)
+    }
+
     fn without_retired(&self, now: i64) -> Vec<&StoredKey> {
         self.keys
             .iter()
@@ -180,6 +208,9 @@ pub enum KeyStoreError {
     /// Key material is invalid.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// No key with this `kid` in the set.
+    #[error("no signing key {0:?} in the key set")]
+    UnknownKey(String),
 }
 
 /// Read the key set (an absent secret is an empty set).
@@ -237,6 +268,29 @@ pub async fn rotate(
         );
     }
     Ok(step)
+}
+
+/// Revoke the compromised key `kid` in the stored set (see
+/// [`KeySet::revoke`]); the `kid` that signs from the next reload on. The
+/// caller also records `kid` for the revocation list.
+pub async fn revoke_key(
+    openbao: &OpenBao,
+    settings: &KeyStoreSettings,
+    kid: &str,
+    audit: Option<&estate_audit::AuditLog>,
+) -> Result<String, KeyStoreError> {
+    let mut set = load(openbao, settings).await?;
+    let signing = set.revoke(kid)?;
+    save(openbao, settings, &set).await?;
+    tracing::warn!(revoked_kid = kid, active_kid = %signing, "signing key revoked");
+    if let Some(audit) = audit {
+        audit.emit(
+            estate_audit::AuditEvent::new(estate_audit::Action::KeyRotated, estate_audit::Outcome::Success)
+                .reason("key_revoked")
+                .key_id(kid),
+        );
+    }
+    Ok(signing)
 }
 
 /// Reload the set into `ring` (and the verifier of our own tokens) every
@@ -309,6 +363,22 @@ mod tests {
 
         let (_, published) = set.to_ring_parts(1300 + 360).unwrap();
         assert!(!published.iter().any(|k| k.kid() == first), "retired from the JWKS after the last token expired");
+    }
+
+    #[test]
+    fn revoking_the_active_key_promotes_next_or_makes_a_new_one_and_unknown_kids_are_errors() {
+        let s = settings(0, 360);
+        let mut set = KeySet::default();
+        set.advance(1000, &s).unwrap();
+        let first = set.to_ring_parts(1000).unwrap().0.kid().to_owned();
+        set.advance(1000, &s).unwrap(); // publish next
+        let next = set.to_ring_parts(1000).unwrap().1.iter().map(|k| k.kid().to_owned()).find(|k| *k != first).unwrap();
+        assert_eq!(set.revoke(&first).unwrap(), next, "the published key takes over");
+        let (active, published) = set.to_ring_parts(1000).unwrap();
+        assert_eq!((active.kid(), published.len()), (next.as_str(), 1), "the revoked key is gone at once");
+        let fresh = set.revoke(&next).unwrap();
+        assert_ne!(fresh, next, "no next key: a new one is made");
+        assert!(matches!(set.revoke("nope"), Err(KeyStoreError::UnknownKey(_))));
     }
 
     #[test]

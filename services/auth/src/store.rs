@@ -24,6 +24,7 @@ pub fn migrator() -> Migrator {
             (1, "auth schema", include_str!("../migrations/0001_auth_schema.sql")),
             (2, "users, codes, refresh tokens", include_str!("../migrations/0002_users_codes_refresh.sql")),
             (3, "revoked principals", include_str!("../migrations/0003_revoked_principal.sql")),
+            (4, "revoked signing keys", include_str!("../migrations/0004_revoked_signing_key.sql")),
         ],
     )
 }
@@ -134,6 +135,7 @@ pub struct MemoryStore {
     jtis: HashMap<(String, String), i64>,
     revoked: HashMap<String, i64>,
     principals: HashMap<String, (PrincipalKind, i64, bool)>,
+    keys: HashMap<String, i64>,
 }
 
 /// What a revoked principal is.
@@ -162,6 +164,8 @@ pub struct Revocations {
     pub tokens: Vec<String>,
     /// Principals whose tokens up to `not_before` are revoked.
     pub principals: Vec<(String, i64)>,
+    /// Signing keys (by `kid`) whose tokens are all revoked.
+    pub keys: Vec<String>,
 }
 
 impl Store {
@@ -342,7 +346,12 @@ impl Store {
                 .bind(now - horizon_secs)
                 .fetch_all(pool)
                 .await?;
-                Ok(Revocations { tokens, principals })
+                let keys: Vec<String> =
+                    sqlx::query_scalar("SELECT kid FROM auth.revoked_signing_key WHERE revoked_at > $1 ORDER BY kid")
+                        .bind(now - horizon_secs)
+                        .fetch_all(pool)
+                        .await?;
+                Ok(Revocations { tokens, principals, keys })
             }
             Store::Memory(memory) => {
                 let memory = memory.lock().map_err(|_| StoreError::Poisoned)?;
@@ -360,8 +369,45 @@ impl Store {
                     .map(|(p, e)| (p.clone(), e.1))
                     .collect();
                 principals.sort();
-                Ok(Revocations { tokens, principals })
+                let mut keys: Vec<String> =
+                    memory.keys.iter().filter(|(_, at)| **at > now - horizon_secs).map(|(k, _)| k.clone()).collect();
+                keys.sort();
+                Ok(Revocations { tokens, principals, keys })
             }
+        }
+    }
+
+    /// Record `kid` as a compromised signing key (published at once).
+    pub async fn revoke_signing_key(&self, kid: &str, now: i64) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO auth.revoked_signing_key (kid, revoked_at) VALUES ($1, $2) ON CONFLICT (kid) DO NOTHING",
+                )
+                .bind(kid)
+                .bind(now)
+                .execute(pool)
+                .await?;
+                Ok(())
+            }
+            Store::Memory(memory) => {
+                memory.lock().map_err(|_| StoreError::Poisoned)?.keys.entry(kid.to_owned()).or_insert(now);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether `kid` was revoked.
+    pub async fn signing_key_revoked(&self, kid: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM auth.revoked_signing_key WHERE kid = $1")
+                    .bind(kid)
+                    .fetch_optional(pool)
+                    .await?;
+                Ok(found.is_some())
+            }
+            Store::Memory(memory) => Ok(memory.lock().map_err(|_| StoreError::Poisoned)?.keys.contains_key(kid)),
         }
     }
 

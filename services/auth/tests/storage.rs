@@ -252,7 +252,7 @@ async fn pc12_a_revoked_client_is_cut_off_and_its_tokens_die_until_it_is_reinsta
 async fn pc12_the_revocation_list_carries_revoked_tokens_as_digests() {
     let pg = TestPostgres::start().await.unwrap();
     let (auth, _) = TestAuth::start_with_database(&pg).await;
-    assert_eq!(revocation_list(&auth).await, serde_json::json!({ "tokens": [], "principals": [] }));
+    assert_eq!(revocation_list(&auth).await, serde_json::json!({ "tokens": [], "principals": [], "keys": [] }));
     let token = token_for_reader(&auth).await;
     let jti =
         jsonwebtoken::dangerous::insecure_decode_claims::<Value>(&token).unwrap()["jti"].as_str().unwrap().to_owned();
