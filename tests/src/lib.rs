@@ -33,46 +33,11 @@ pub const WEB_REDIRECT: &str = "https://app.estate.test/callback";
 /// What users ask for.
 pub const USER_SCOPE: &str = "openid orders:read orders:write payments:authorize payments:refund";
 
-const INVENTORY_POLICY: &str = r#"
-[[allow]]
-caller = "spiffe://estate.local/ns/estate/sa/order"
-methods = ["POST"]
-paths = ["/estate.inventory.v1.Inventory/Reserve", "/estate.inventory.v1.Inventory/Release", "/estate.inventory.v1.Inventory/GetStock"]
-"#;
-
-const PAYMENT_POLICY: &str = r#"
-[[allow]]
-caller = "spiffe://estate.local/ns/estate/sa/order"
-methods = ["POST"]
-paths = ["/v1/payments", "/v1/payments/*/refund"]
-
-[[allow]]
-caller = "spiffe://estate.local/ns/estate/sa/gateway"
-methods = ["POST"]
-paths = ["/v1/webhooks"]
-
-[[allow]]
-caller = "spiffe://estate.local/ns/estate/sa/gateway"
-methods = ["GET"]
-paths = ["/v1/payments/*"]
-"#;
-
-const ORDER_POLICY: &str = r#"
-[[allow]]
-caller = "spiffe://estate.local/ns/estate/sa/gateway"
-methods = ["GET", "POST"]
-paths = ["/v1/orders"]
-
-[[allow]]
-caller = "spiffe://estate.local/ns/estate/sa/gateway"
-methods = ["GET", "PATCH"]
-paths = ["/v1/orders/*"]
-
-[[allow]]
-caller = "spiffe://estate.local/ns/estate/sa/gateway"
-methods = ["POST"]
-paths = ["/v1/orders/*/cancel", "/v1/orders/*/refund"]
-"#;
+// The east-west policies as deployed: one source for the services, the
+// suites, Istio and the NetworkPolicies (`infra/east-west/`).
+const INVENTORY_POLICY: &str = include_str!("../../infra/east-west/inventory.toml");
+const PAYMENT_POLICY: &str = include_str!("../../infra/east-west/payment.toml");
+const ORDER_POLICY: &str = include_str!("../../infra/east-west/order.toml");
 
 /// Products: (sku, name, stock, price in cents).
 pub const PRODUCTS: [(&str, &str, i32, i64); 3] =

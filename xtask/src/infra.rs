@@ -1,0 +1,547 @@
+//! `cargo xtask gen-infra`: derive the Kubernetes workloads, NetworkPolicies
+//! and Istio policies from the two sources of truth — `infra/topology.toml`
+//! (which workloads exist, their ports and infrastructure) and
+//! `infra/east-west/<service>.toml` (who may call whom; the very files the
+//! services load and the estate suites run with). The output goes to
+//! `k8s/base/generated/`; `cargo xtask lint-infra` fails when it is stale.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// `infra/topology.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Topology {
+    pub(crate) trust_domain: String,
+    pub(crate) namespace: String,
+    pub(crate) image_registry: String,
+    pub(crate) infrastructure: Infrastructure,
+    pub(crate) service: Vec<Service>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Infrastructure {
+    pub(crate) postgres: Endpoint,
+    pub(crate) openbao: Endpoint,
+    pub(crate) siem: Endpoint,
+    pub(crate) monitoring: Principal,
+    pub(crate) ingress: Principal,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Endpoint {
+    pub(crate) namespace: String,
+    pub(crate) port: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Principal {
+    pub(crate) namespace: String,
+    pub(crate) service_account: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Service {
+    pub(crate) name: String,
+    pub(crate) api_port: u16,
+    pub(crate) management_port: u16,
+    pub(crate) public: bool,
+    pub(crate) database: bool,
+    pub(crate) replicas: u32,
+    #[serde(default)]
+    pub(crate) internet_egress: bool,
+}
+
+/// An east-west policy file (the subset the infrastructure needs: callers).
+#[derive(Debug, Deserialize)]
+struct PolicyFile {
+    #[serde(default)]
+    allow: Vec<Rule>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Rule {
+    caller: String,
+}
+
+/// The sources, loaded and cross-checked.
+pub(crate) struct Sources {
+    root: PathBuf,
+    pub(crate) topology: Topology,
+    /// callee → callers (service names), from the east-west policies.
+    pub(crate) callers: BTreeMap<String, Vec<String>>,
+    /// callee → its policy file text.
+    pub(crate) policies: BTreeMap<String, String>,
+}
+
+impl Sources {
+    pub(crate) fn load(root: &Path) -> Result<Self> {
+        let path = root.join("infra/topology.toml");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+        let topology: Topology = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let names: Vec<&str> = topology.service.iter().map(|s| s.name.as_str()).collect();
+        let mut callers = BTreeMap::new();
+        let mut policies = BTreeMap::new();
+        let dir = root.join("infra/east-west");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("{}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        for file in files {
+            let callee = file.file_stem().and_then(|s| s.to_str()).context("policy file name")?.to_owned();
+            if !names.contains(&callee.as_str()) {
+                bail!("{}: no service {callee:?} in infra/topology.toml", file.display());
+            }
+            let text = std::fs::read_to_string(&file)?;
+            let policy: PolicyFile = toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
+            let prefix = format!("spiffe://{}/ns/{}/sa/", topology.trust_domain, topology.namespace);
+            let mut of_callee: Vec<String> = Vec::new();
+            for rule in policy.allow {
+                let caller = rule.caller.strip_prefix(&prefix).with_context(|| {
+                    format!("{}: caller {:?} is not a workload of this estate ({prefix}…)", file.display(), rule.caller)
+                })?;
+                if !names.contains(&caller) {
+                    bail!("{}: caller {caller:?} is not in infra/topology.toml", file.display());
+                }
+                if !of_callee.iter().any(|c| c == caller) {
+                    of_callee.push(caller.to_owned());
+                }
+            }
+            of_callee.sort();
+            callers.insert(callee.clone(), of_callee);
+            policies.insert(callee, text);
+        }
+        Ok(Self { root: root.to_path_buf(), topology, callers, policies })
+    }
+
+    fn service(&self, name: &str) -> Option<&Service> {
+        self.topology.service.iter().find(|s| s.name == name)
+    }
+
+    /// What `callee` may be called by, east-west.
+    fn callers_of(&self, callee: &str) -> &[String] {
+        self.callers.get(callee).map_or(&[], Vec::as_slice)
+    }
+
+    /// What `caller` calls, east-west.
+    fn callees_of(&self, caller: &str) -> Vec<&Service> {
+        self.topology
+            .service
+            .iter()
+            .filter(|callee| self.callers_of(&callee.name).iter().any(|c| c == caller))
+            .collect()
+    }
+
+    fn principal(&self, namespace: &str, service_account: &str) -> String {
+        format!("{}/ns/{namespace}/sa/{service_account}", self.topology.trust_domain)
+    }
+}
+
+const HEADER: &str = "# Generated by `cargo xtask gen-infra` from infra/topology.toml and\n\
+                      # infra/east-west/*.toml. Do not edit: edit the sources and regenerate.\n";
+
+/// Every generated file: path (relative to the root) → contents.
+pub(crate) fn render(sources: &Sources) -> Result<BTreeMap<PathBuf, String>> {
+    let mut files = BTreeMap::new();
+    let base = PathBuf::from("k8s/base/generated");
+    files.insert(base.join("workloads.yaml"), workloads(sources)?);
+    files.insert(base.join("network-policies.yaml"), network_policies(sources)?);
+    files.insert(base.join("istio.yaml"), istio(sources)?);
+    for (service, text) in &sources.policies {
+        files.insert(base.join(format!("east-west/{service}.toml")), text.clone());
+    }
+    for service in &sources.topology.service {
+        let name = &service.name;
+        files.insert(PathBuf::from(format!("infra/compose/config/{name}.toml")), compose_config(sources, name)?);
+    }
+    Ok(files)
+}
+
+/// A service's compose configuration: its Kubernetes configuration with the
+/// one difference compose has — no Kubernetes auth at OpenBao, so an AppRole
+/// whose ids the bootstrap writes next to the other secret files. Host names
+/// stay the same: compose gives the containers the cluster DNS names as
+/// network aliases.
+fn compose_config(sources: &Sources, name: &str) -> Result<String> {
+    let path = sources.root.join(format!("k8s/base/config/{name}.toml"));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let kubernetes = format!(
+        "auth = {{ method = \"kubernetes\", role = \"{name}\", token_file = \"/var/run/secrets/openbao/token\" }}"
+    );
+    let app_role = "auth = { method = \"app_role\", role_id_file = \"/etc/estate/tls/role-id\", \
+                    secret_id_file = \"/etc/estate/tls/secret-id\" }";
+    if !text.contains(&kubernetes) {
+        bail!("{}: expected the line {kubernetes:?}", path.display());
+    }
+    Ok(format!(
+        "# Generated by `cargo xtask gen-infra` from k8s/base/config/{name}.toml (AppRole\n\
+         # instead of Kubernetes auth). Do not edit.\n{}",
+        text.replace(&kubernetes, app_role)
+    ))
+}
+
+fn labels(out: &mut String, indent: &str, topology: &Topology, name: &str) -> std::fmt::Result {
+    writeln!(out, "{indent}app.kubernetes.io/name: {name}")?;
+    writeln!(out, "{indent}app.kubernetes.io/part-of: estate")?;
+    let _ = topology;
+    Ok(())
+}
+
+fn workloads(sources: &Sources) -> Result<String> {
+    let t = &sources.topology;
+    let mut out = String::from(HEADER);
+    for s in &t.service {
+        let name = &s.name;
+        let ns = &t.namespace;
+        // One ServiceAccount per workload: its SPIFFE identity in the mesh and its OpenBao login.
+        writeln!(out, "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {ns}")?;
+        writeln!(out, "  labels:")?;
+        labels(&mut out, "    ", t, name)?;
+        writeln!(out, "automountServiceAccountToken: false")?;
+
+        writeln!(out, "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}")?;
+        writeln!(out, "  labels:")?;
+        labels(&mut out, "    ", t, name)?;
+        writeln!(out, "spec:\n  replicas: {}\n  revisionHistoryLimit: 3", s.replicas)?;
+        writeln!(out, "  selector:\n    matchLabels:\n      app.kubernetes.io/name: {name}")?;
+        writeln!(out, "  template:\n    metadata:\n      labels:")?;
+        labels(&mut out, "        ", t, name)?;
+        writeln!(out, "      annotations:\n        sidecar.istio.io/inject: \"true\"")?;
+        writeln!(out, "    spec:")?;
+        writeln!(out, "      serviceAccountName: {name}")?;
+        writeln!(out, "      automountServiceAccountToken: false")?;
+        writeln!(out, "      enableServiceLinks: false")?;
+        writeln!(out, "      securityContext:")?;
+        writeln!(
+            out,
+            "        runAsNonRoot: true\n        runAsUser: 65532\n        runAsGroup: 65532\n        fsGroup: 65532"
+        )?;
+        writeln!(out, "        seccompProfile:\n          type: RuntimeDefault")?;
+        writeln!(out, "      topologySpreadConstraints:")?;
+        writeln!(out, "        - maxSkew: 1\n          topologyKey: kubernetes.io/hostname")?;
+        writeln!(out, "          whenUnsatisfiable: ScheduleAnyway")?;
+        writeln!(
+            out,
+            "          labelSelector:\n            matchLabels:\n              app.kubernetes.io/name: {name}"
+        )?;
+        writeln!(out, "      containers:")?;
+        writeln!(out, "        - name: {name}")?;
+        writeln!(out, "          image: {}/{name}", t.image_registry)?;
+        writeln!(out, "          imagePullPolicy: Always")?;
+        writeln!(out, "          env:")?;
+        writeln!(out, "            - name: ESTATE_CONFIG\n              value: /etc/estate/config/estate.toml")?;
+        writeln!(out, "          ports:")?;
+        writeln!(out, "            - name: api\n              containerPort: {}", s.api_port)?;
+        writeln!(out, "            - name: management\n              containerPort: {}", s.management_port)?;
+        for (probe, path) in
+            [("startupProbe", "/health/live"), ("livenessProbe", "/health/live"), ("readinessProbe", "/health/ready")]
+        {
+            writeln!(out, "          {probe}:")?;
+            writeln!(
+                out,
+                "            httpGet:\n              path: {path}\n              port: management\n              scheme: HTTPS"
+            )?;
+            writeln!(out, "            periodSeconds: 5")?;
+            if probe == "startupProbe" {
+                writeln!(out, "            failureThreshold: 60")?;
+            }
+        }
+        writeln!(out, "          resources:")?;
+        writeln!(out, "            requests:\n              cpu: 100m\n              memory: 128Mi")?;
+        writeln!(out, "            limits:\n              cpu: \"1\"\n              memory: 256Mi")?;
+        writeln!(out, "          securityContext:")?;
+        writeln!(out, "            runAsNonRoot: true\n            runAsUser: 65532")?;
+        writeln!(out, "            allowPrivilegeEscalation: false\n            privileged: false")?;
+        writeln!(out, "            readOnlyRootFilesystem: true")?;
+        writeln!(out, "            capabilities:\n              drop:\n                - ALL")?;
+        writeln!(out, "            seccompProfile:\n              type: RuntimeDefault")?;
+        writeln!(out, "          volumeMounts:")?;
+        writeln!(
+            out,
+            "            - name: config\n              mountPath: /etc/estate/config\n              readOnly: true"
+        )?;
+        writeln!(
+            out,
+            "            - name: tls\n              mountPath: /etc/estate/tls\n              readOnly: true"
+        )?;
+        writeln!(
+            out,
+            "            - name: openbao-token\n              mountPath: /var/run/secrets/openbao\n              readOnly: true"
+        )?;
+        writeln!(out, "            - name: tmp\n              mountPath: /tmp")?;
+        writeln!(out, "            - name: spool\n              mountPath: /var/lib/estate/spool")?;
+        writeln!(out, "      volumes:")?;
+        writeln!(
+            out,
+            "        - name: config\n          configMap:\n            name: {name}-config\n            defaultMode: 0444"
+        )?;
+        // Secrets as files, owner-read only, on tmpfs (secret volumes are); never env vars.
+        writeln!(
+            out,
+            "        - name: tls\n          secret:\n            secretName: {name}-tls\n            defaultMode: 0400"
+        )?;
+        // A short-lived token for OpenBao's Kubernetes auth only (audience `openbao`).
+        writeln!(
+            out,
+            "        - name: openbao-token\n          projected:\n            defaultMode: 0400\n            sources:"
+        )?;
+        writeln!(
+            out,
+            "              - serviceAccountToken:\n                  audience: openbao\n                  expirationSeconds: 600\n                  path: token"
+        )?;
+        writeln!(
+            out,
+            "        - name: tmp\n          emptyDir:\n            medium: Memory\n            sizeLimit: 16Mi"
+        )?;
+        writeln!(out, "        - name: spool\n          emptyDir:\n            sizeLimit: 256Mi")?;
+
+        writeln!(out, "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}")?;
+        writeln!(out, "  labels:")?;
+        labels(&mut out, "    ", t, name)?;
+        writeln!(out, "spec:\n  selector:\n    app.kubernetes.io/name: {name}\n  ports:")?;
+        // appProtocol tcp: the application speaks its own (m)TLS; the mesh sees opaque TCP.
+        writeln!(
+            out,
+            "    - name: tcp-api\n      port: {0}\n      targetPort: api\n      appProtocol: tcp",
+            s.api_port
+        )?;
+        if s.public {
+            // The public URL (https://<name>.estate.local) inside the cluster too.
+            writeln!(out, "    - name: tcp-https\n      port: 443\n      targetPort: api\n      appProtocol: tcp")?;
+        }
+        writeln!(
+            out,
+            "    - name: tcp-management\n      port: {0}\n      targetPort: management\n      appProtocol: tcp",
+            s.management_port
+        )?;
+
+        writeln!(
+            out,
+            "---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: {name}\n  namespace: {ns}"
+        )?;
+        writeln!(out, "spec:\n  minAvailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: {name}")?;
+    }
+    Ok(out)
+}
+
+fn namespace_selector(out: &mut String, indent: &str, namespace: &str) -> std::fmt::Result {
+    writeln!(out, "{indent}- namespaceSelector:")?;
+    writeln!(out, "{indent}    matchLabels:\n{indent}      kubernetes.io/metadata.name: {namespace}")
+}
+
+fn network_policies(sources: &Sources) -> Result<String> {
+    let t = &sources.topology;
+    let infra = &t.infrastructure;
+    let ns = &t.namespace;
+    let mut out = String::from(HEADER);
+    // Default deny, both directions, for every pod of the namespace.
+    writeln!(
+        out,
+        "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: default-deny\n  namespace: {ns}"
+    )?;
+    writeln!(out, "spec:\n  podSelector: {{}}\n  policyTypes:\n    - Ingress\n    - Egress")?;
+    let auth = sources.service("auth").context("infra/topology.toml has no auth service")?;
+    for s in &t.service {
+        let name = &s.name;
+        writeln!(
+            out,
+            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}"
+        )?;
+        writeln!(out, "spec:\n  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: {name}")?;
+        writeln!(out, "  policyTypes:\n    - Ingress\n    - Egress\n  ingress:")?;
+        // East-west callers (from the policy files), plus every workload for auth's
+        // token, JWKS and revocation endpoints.
+        let mut callers: Vec<String> = sources.callers_of(name).to_vec();
+        if name == "auth" {
+            callers = t.service.iter().filter(|c| c.name != "auth").map(|c| c.name.clone()).collect();
+        }
+        if !callers.is_empty() {
+            writeln!(out, "    - from:")?;
+            for caller in &callers {
+                writeln!(
+                    out,
+                    "        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: {caller}"
+                )?;
+            }
+            writeln!(out, "      ports:\n        - protocol: TCP\n          port: {}", s.api_port)?;
+        }
+        if s.public {
+            writeln!(out, "    - from:")?;
+            namespace_selector(&mut out, "        ", &infra.ingress.namespace)?;
+            writeln!(out, "      ports:\n        - protocol: TCP\n          port: {}", s.api_port)?;
+        }
+        writeln!(out, "    - from:")?;
+        namespace_selector(&mut out, "        ", &infra.monitoring.namespace)?;
+        writeln!(out, "      ports:\n        - protocol: TCP\n          port: {}", s.management_port)?;
+        writeln!(out, "  egress:")?;
+        writeln!(out, "    - to:")?;
+        namespace_selector(&mut out, "        ", "kube-system")?;
+        writeln!(
+            out,
+            "      ports:\n        - protocol: UDP\n          port: 53\n        - protocol: TCP\n          port: 53"
+        )?;
+        let mut callees: Vec<(&str, u16)> =
+            sources.callees_of(name).iter().map(|c| (c.name.as_str(), c.api_port)).collect();
+        if name != "auth" {
+            callees.push(("auth", auth.api_port));
+        }
+        for (callee, port) in callees {
+            writeln!(
+                out,
+                "    - to:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: {callee}"
+            )?;
+            writeln!(out, "      ports:\n        - protocol: TCP\n          port: {port}")?;
+        }
+        let mut infrastructure = vec![&infra.openbao, &infra.siem];
+        if s.database {
+            infrastructure.push(&infra.postgres);
+        }
+        for endpoint in infrastructure {
+            writeln!(out, "    - to:")?;
+            namespace_selector(&mut out, "        ", &endpoint.namespace)?;
+            writeln!(out, "      ports:\n        - protocol: TCP\n          port: {}", endpoint.port)?;
+        }
+        if s.internet_egress {
+            // Public addresses only (estate-egress also refuses internal ones at connect time).
+            writeln!(out, "    - to:\n        - ipBlock:\n            cidr: 0.0.0.0/0\n            except:")?;
+            for cidr in
+                ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8"]
+            {
+                writeln!(out, "              - {cidr}")?;
+            }
+            writeln!(out, "      ports:\n        - protocol: TCP\n          port: 443")?;
+        }
+    }
+    Ok(out)
+}
+
+fn istio(sources: &Sources) -> Result<String> {
+    let t = &sources.topology;
+    let infra = &t.infrastructure;
+    let ns = &t.namespace;
+    let mut out = String::from(HEADER);
+    // Mesh mTLS only, no plaintext, in the whole namespace.
+    writeln!(
+        out,
+        "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: {ns}"
+    )?;
+    writeln!(out, "spec:\n  mtls:\n    mode: STRICT")?;
+    // An ALLOW policy with no rules matches nothing: everything not allowed below is denied.
+    writeln!(
+        out,
+        "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-by-default\n  namespace: {ns}"
+    )?;
+    writeln!(out, "spec: {{}}")?;
+    for s in &t.service {
+        let name = &s.name;
+        let mut api_callers: Vec<String> = sources.callers_of(name).iter().map(|c| sources.principal(ns, c)).collect();
+        if name == "auth" {
+            api_callers =
+                t.service.iter().filter(|c| c.name != "auth").map(|c| sources.principal(ns, &c.name)).collect();
+        }
+        if s.public {
+            api_callers.push(sources.principal(&infra.ingress.namespace, &infra.ingress.service_account));
+        }
+        writeln!(
+            out,
+            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}"
+        )?;
+        writeln!(
+            out,
+            "spec:\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: {name}\n  action: ALLOW\n  rules:"
+        )?;
+        if !api_callers.is_empty() {
+            writeln!(out, "    - from:\n        - source:\n            principals:")?;
+            for principal in &api_callers {
+                writeln!(out, "              - {principal}")?;
+            }
+            writeln!(out, "      to:\n        - operation:\n            ports:\n              - \"{}\"", s.api_port)?;
+        }
+        let monitoring = sources.principal(&infra.monitoring.namespace, &infra.monitoring.service_account);
+        writeln!(out, "    - from:\n        - source:\n            principals:\n              - {monitoring}")?;
+        writeln!(
+            out,
+            "      to:\n        - operation:\n            ports:\n              - \"{}\"",
+            s.management_port
+        )?;
+    }
+    Ok(out)
+}
+
+/// Write the generated files.
+pub(crate) fn generate(root: &Path) -> Result<()> {
+    let sources = Sources::load(root)?;
+    for (path, contents) in render(&sources)? {
+        let full = root.join(&path);
+        if let Some(dir) = full.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&full, contents).with_context(|| format!("{}", full.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Fail when a generated file differs from what the sources say.
+pub(crate) fn check_fresh(root: &Path) -> Result<()> {
+    let sources = Sources::load(root)?;
+    let mut stale = Vec::new();
+    for (path, contents) in render(&sources)? {
+        if std::fs::read_to_string(root.join(&path)).ok().as_deref() != Some(contents.as_str()) {
+            stale.push(path.display().to_string());
+        }
+    }
+    if !stale.is_empty() {
+        bail!("generated files are stale (run `cargo xtask gen-infra` and commit): {}", stale.join(", "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The generated policies follow the east-west policy files, edge for edge.
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    /// The YAML document of `kind`/`name` in `text`.
+    fn document<'a>(text: &'a str, kind: &str, name: &str) -> &'a str {
+        text.split("\n---\n")
+            .find(|d| d.contains(&format!("kind: {kind}\n")) && d.contains(&format!("  name: {name}\n")))
+            .unwrap()
+    }
+
+    #[test]
+    fn pc06_network_and_istio_policies_allow_exactly_the_east_west_edges() {
+        let sources = Sources::load(&crate::root()).unwrap();
+        let files = render(&sources).unwrap();
+        let istio = &files[Path::new("k8s/base/generated/istio.yaml")];
+        let network = &files[Path::new("k8s/base/generated/network-policies.yaml")];
+        // inventory: only order may call its API (infra/east-west/inventory.toml).
+        let inventory = document(istio, "AuthorizationPolicy", "inventory");
+        assert!(inventory.contains("estate.local/ns/estate/sa/order"), "{inventory}");
+        assert!(!inventory.contains("sa/gateway") && !inventory.contains("sa/payment"), "{inventory}");
+        let inventory = document(network, "NetworkPolicy", "inventory");
+        let ingress = inventory.split("  egress:").next().unwrap();
+        assert!(ingress.contains("app.kubernetes.io/name: order"), "{ingress}");
+        assert!(!ingress.contains("app.kubernetes.io/name: gateway"), "{ingress}");
+        // payment: order and the gateway; order: the gateway only.
+        let payment = document(istio, "AuthorizationPolicy", "payment");
+        assert!(payment.contains("sa/order") && payment.contains("sa/gateway"), "{payment}");
+        let order = document(istio, "AuthorizationPolicy", "order");
+        assert!(order.contains("sa/gateway") && !order.contains("sa/payment"), "{order}");
+        // The namespace denies by default, in both layers.
+        assert!(network.contains("name: default-deny"));
+        assert!(istio.contains("name: deny-by-default") && istio.contains("mode: STRICT"));
+    }
+}
