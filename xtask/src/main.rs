@@ -2,7 +2,9 @@
 //!
 //! - `cargo xtask test`: install what is missing, then fmt, clippy, cargo-deny
 //!   (offline against the advisory snapshot when there is one), a check that
-//!   `docs/checklist.md` names only tests that exist, and every test.
+//!   `docs/checklist.md` names only tests that exist, the secret scan,
+//!   lint-infra, every test, and the checklist matrix from that run (fails
+//!   while an ID is unproven).
 //! - `cargo xtask doctor`: list prerequisites, found or missing.
 //! - `cargo xtask prereqs`: install what is missing, nothing else.
 #![allow(clippy::print_stdout, reason = "a command-line tool talks on stdout")]
@@ -144,6 +146,8 @@ fn test(args: &[String]) -> Result<()> {
     step("secret scan", &mut timings, || secrets::scan(&root()))?;
     step("lint-infra", &mut timings, || lint_infra::run(&root()))?;
     step("tests", &mut timings, run_tests)?;
+    // Every checklist ID proven by the run that just passed (JUnit); writes target/checklist.xml.
+    step("checklist", &mut timings, || checklist::report(&root()))?;
     println!("\n==> timings");
     for (name, seconds) in &timings {
         println!("  {seconds:>7.1} s  {name}");
