@@ -86,6 +86,30 @@ pub const KEY_PUBLISH_LEAD_SECS: u64 = 11;
 /// Body limit of the gateway's routes (bytes).
 pub const GATEWAY_BODY_LIMIT: usize = 16 * 1024;
 
+/// The statuses that mean "refused": the client's request was not served
+/// (malformed, unauthenticated, forbidden, not found or not theirs, too big,
+/// too many). Each must leave an audit event (PC-10).
+pub const REFUSALS: [u16; 9] = [400, 401, 403, 404, 405, 413, 422, 429, 431];
+
+/// Record what a test saw for the checklist (`estate_evidence`): a 2xx is a
+/// legitimate call served, a status in [`REFUSALS`] a request refused. Only
+/// a passing test's records count, so a refusal the test did not expect
+/// proves nothing: the test fails.
+pub fn observed(what: &str, status: reqwest::StatusCode) {
+    if status.is_success() {
+        estate_testkit::evidence::allowed(what);
+    } else if REFUSALS.contains(&status.as_u16()) {
+        estate_testkit::evidence::refused(what);
+    }
+}
+
+/// One call `edge_call` made, for the audit sweep.
+struct EdgeCall {
+    trace_id: String,
+    what: String,
+    status: reqwest::StatusCode,
+}
+
 /// A running estate.
 pub struct Estate {
     /// The gateway's public address.
@@ -104,6 +128,7 @@ pub struct Estate {
     pub bundle: String,
     svids: std::collections::HashMap<&'static str, (String, String)>,
     svid_serials: std::collections::HashMap<&'static str, String>,
+    edge_calls: std::sync::Mutex<Vec<EdgeCall>>,
     _bao: TestOpenBao,
     /// The payment provider simulator.
     pub psp: TestPsp,
@@ -431,6 +456,7 @@ impl Estate {
             bundle,
             svids,
             svid_serials,
+            edge_calls: std::sync::Mutex::default(),
             _bao: bao,
             psp,
             merchant,
@@ -590,6 +616,7 @@ impl Estate {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+        let shown = format!("{method} {path}");
         let mut request = self.edge().request(method, self.edge_url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -597,9 +624,46 @@ impl Estate {
         if let Some(body) = body {
             request = request.json(body).header("idempotency-key", uuid::Uuid::new_v4().to_string());
         }
-        let response = request.send().await.unwrap();
+        // Our own trace id, so the call's audit event can be found (`trace.id`).
+        let trace_id = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
+        let span_id = &format!("{:032x}", uuid::Uuid::new_v4().as_u128())[..16];
+        let traceparent = format!("00-{trace_id}-{span_id}-01");
+        let response = request.header("traceparent", traceparent).send().await.unwrap();
         let (status, headers) = (response.status(), response.headers().clone());
+        let what = format!("{shown} → {}", status.as_u16());
+        observed(&what, status);
+        self.edge_calls.lock().unwrap().push(EdgeCall { trace_id, what, status });
         (status, headers, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Every refused call this estate's `edge_call` made has produced an
+    /// audit event in the SIEM carrying the call's trace id — within 20 s,
+    /// or the test fails naming the refusals nobody audited. Needs `Options::siem`.
+    pub async fn assert_edge_refusals_audited(&self) {
+        let siem = self.siem.as_ref().expect("started with Options::siem");
+        let refused: Vec<(String, String)> = self
+            .edge_calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|call| REFUSALS.contains(&call.status.as_u16()))
+            .map(|call| (call.trace_id.clone(), call.what.clone()))
+            .collect();
+        assert!(!refused.is_empty(), "no refused edge calls to check");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let events: Vec<Value> = siem.events().unwrap().iter().filter_map(|e| e.msg_json()).collect();
+            let unaudited: Vec<&String> = refused
+                .iter()
+                .filter(|(trace, _)| !events.iter().any(|e| e["trace"]["id"] == trace.as_str()))
+                .map(|(_, what)| what)
+                .collect();
+            if unaudited.is_empty() {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "refused without an audit event: {unaudited:?}");
+            let _ = siem.wait_for_events(events.len() + 1, std::time::Duration::from_secs(2)).await;
+        }
     }
 
     /// `https://localhost:<gateway>/<path>`.
@@ -624,6 +688,7 @@ impl Estate {
             .await
             .unwrap();
         let status = response.status();
+        observed(&format!("POST /v1/orders at order → {status}"), status);
         (status, response.json().await.unwrap_or(Value::Null))
     }
 

@@ -25,6 +25,7 @@ async fn api5_user_tokens_cannot_reach_admin_functions_and_the_admin_token_can()
     let response = http.put(&url).bearer_auth(&alice).json(&pause).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("insufficient_scope"));
+    estate_testkit::evidence::refused("a user's token at the admin API");
     // No token at all.
     assert_eq!(http.put(&url).json(&pause).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
     // The API listener has no admin routes, whoever asks.

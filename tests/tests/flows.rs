@@ -21,6 +21,7 @@ async fn send(
     }
     let response = request.send().await.unwrap();
     let status = response.status();
+    estate_tests::observed(&format!("{path} at order → {status}"), status);
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
@@ -263,6 +264,7 @@ async fn api10_hostile_provider_answers_are_refused_without_side_effects() {
         .await
         .unwrap();
     assert_eq!(authorized, 0, "no hostile answer became a payment");
+    estate_testkit::evidence::refused("hostile provider answers: none became a payment");
     let leaked: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM payments.payments WHERE card_last4 IS NOT NULL OR psp_reference IS NOT NULL",
     )
@@ -332,6 +334,7 @@ async fn flow_tx_and_relay_payment_refuses_user_tokens_wrong_peers_and_foreign_p
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(estate.psp.refunds(), 0);
     assert_eq!(estate.count("payments.payments").await, 1, "no payment from a refused call");
+    estate_testkit::evidence::refused("user tokens, wrong peers and foreign payments at payment");
     // Reading a payment through the gateway: the owner only.
     let as_gateway = estate.workload_client("gateway", "payment");
     let read = estate.payment_url(&format!("/v1/payments/{payment_id}"));

@@ -147,6 +147,7 @@ async fn pc03_client_sent_identity_headers_change_nothing_and_services_revalidat
     let forged = format!("{}.{}.c2lnbmF0dXJl", alice.split('.').next().unwrap(), alice.split('.').nth(1).unwrap());
     let response = estate.gateway().get(estate.order_url("/v1/orders")).bearer_auth(&forged).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    estate_testkit::evidence::refused("a forged token sent straight to order");
     let response = estate.gateway().get(estate.order_url("/v1/orders")).bearer_auth(&alice).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
@@ -225,6 +226,7 @@ async fn api8_edge_headers_and_cors_for_explicit_origins_only() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    estate_testkit::evidence::allowed("an edge response with its security headers");
     let headers = response.headers();
     assert!(headers["strict-transport-security"].to_str().unwrap().contains("max-age="));
     assert_eq!(headers["x-content-type-options"], "nosniff");
@@ -255,6 +257,7 @@ async fn api8_edge_headers_and_cors_for_explicit_origins_only() {
     };
     let refused = preflight("https://evil.example").await.unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    estate_testkit::evidence::refused("a foreign origin's CORS preflight");
     assert!(!refused.headers().contains_key("access-control-allow-origin"));
     let allowed = preflight(APP_ORIGIN).await.unwrap();
     assert_eq!(allowed.status(), StatusCode::NO_CONTENT);

@@ -95,3 +95,54 @@ async fn pc10_every_refusal_across_the_estate_reaches_the_siem_and_no_secret_doe
     }
     assert!(raw.len() >= 9, "{} events", raw.len());
 }
+
+/// Every refused request at the edge — whatever layer refused it — leaves an
+/// audit event in the SIEM that carries the request's own trace id, so an
+/// analyst can go from any refusal a client saw to who and why.
+#[tokio::test]
+async fn pc10_every_refused_edge_request_leaves_an_audit_event_with_its_trace() {
+    let options = Options { siem: true, checkouts_per_minute: Some(1), ..Options::default() };
+    let estate = Estate::start_with(options).await;
+    let alice = estate.user_token("alice").await;
+    let bob = estate.user_token("bob").await;
+    let admin = estate.admin_token().await;
+    let line = json!({ "lines": [{ "sku": "TEA-01", "quantity": 1 }] });
+
+    let (status, _, order) = estate.edge_call(Method::POST, "/v1/orders", Some(&alice), Some(&line)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = order["id"].as_str().unwrap();
+    let mine = format!("/v1/orders/{id}");
+    assert_eq!(estate.edge_call(Method::GET, &mine, Some(&alice), None).await.0, StatusCode::OK);
+
+    let mut forged = alice.clone();
+    forged.push('x');
+    let too_big = json!({ "lines": [{ "sku": "x".repeat(estate_tests::GATEWAY_BODY_LIMIT), "quantity": 1 }] });
+    /// method, path, token, body, expected status
+    type Refusal<'a> = (Method, String, Option<&'a str>, Option<Value>, StatusCode);
+    let refusals: Vec<Refusal> = vec![
+        (Method::GET, "/v1/orders".into(), None, None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/v1/orders".into(), Some(&forged), None, StatusCode::UNAUTHORIZED),
+        (Method::GET, "/v1/orders".into(), Some(&admin), None, StatusCode::FORBIDDEN),
+        (Method::GET, mine.clone(), Some(&bob), None, StatusCode::NOT_FOUND),
+        (Method::PATCH, mine.clone(), Some(&bob), Some(json!({ "delivery_note": "mine now" })), StatusCode::NOT_FOUND),
+        (Method::POST, format!("{mine}/cancel"), Some(&bob), Some(json!({})), StatusCode::NOT_FOUND),
+        (Method::GET, "/v1/internal/orders".into(), Some(&alice), None, StatusCode::NOT_FOUND),
+        (Method::DELETE, mine.clone(), Some(&alice), None, StatusCode::METHOD_NOT_ALLOWED),
+        (Method::GET, "/v1/orders/not-a-uuid".into(), Some(&alice), None, StatusCode::BAD_REQUEST),
+        (Method::POST, "/v1/orders".into(), Some(&alice), Some(too_big), StatusCode::PAYLOAD_TOO_LARGE),
+        (
+            Method::POST,
+            "/v1/orders".into(),
+            Some(&alice),
+            Some(json!({ "lines": [{ "sku": "TEA-01", "quantity": 1, "unit_price_cents": 1 }] })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (Method::POST, "/v1/orders".into(), Some(&alice), Some(line.clone()), StatusCode::TOO_MANY_REQUESTS),
+    ];
+    for (method, path, token, body, expected) in refusals {
+        let shown = format!("{method} {path}");
+        let (status, _, _) = estate.edge_call(method, &path, token, body.as_ref()).await;
+        assert_eq!(status, expected, "{shown}");
+    }
+    estate.assert_edge_refusals_audited().await;
+}

@@ -4,8 +4,11 @@
 //!
 //! A test belongs to an ID when its name says so (`pc05_…`, `api1_…`,
 //! `flow_tx_…`; `flow_tx_and_relay_…` counts for both flows) or when
-//! `docs/checklist.md` names it in that ID's row. An ID is *proven* when at
-//! least one of its tests ran and passed and none failed. The matrix is
+//! `docs/checklist.md` names it in that ID's row. Tests record what they saw
+//! (`estate_evidence::refused` / `allowed`, into `target/checklist-evidence/`
+//! during `cargo xtask test`). An ID is *proven* when none of its tests
+//! failed, at least one passing test saw an attack refused and at least one
+//! passing test saw the legitimate call served (decision 0023). The matrix is
 //! printed and written as JUnit (`target/checklist.xml`, one case per ID);
 //! the command fails while any ID is unproven.
 
@@ -13,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use estate_evidence::Kind;
 
 /// The IDs a test name claims by convention.
 pub(crate) fn ids_of(test: &str) -> Vec<String> {
@@ -88,6 +92,83 @@ fn results(junit: &str) -> BTreeMap<String, bool> {
     results
 }
 
+/// Where the tests of `cargo xtask test` leave their evidence.
+pub(crate) fn evidence_dir(root: &Path) -> std::path::PathBuf {
+    root.join("target/checklist-evidence")
+}
+
+/// Test function name → (refusals seen, legitimate calls seen).
+fn evidence(dir: &Path) -> Result<BTreeMap<String, (usize, usize)>> {
+    let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: run `cargo xtask test` first (it records the evidence)", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "tsv") {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+            for record in estate_evidence::parse(&text) {
+                let name = record.test.rsplit("::").next().unwrap_or(&record.test).to_owned();
+                let counts = seen.entry(name).or_default();
+                match record.kind {
+                    Kind::Refused => counts.0 += 1,
+                    Kind::Allowed => counts.1 += 1,
+                }
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// One ID's verdict from its tests' results and evidence.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Verdict {
+    passed: usize,
+    failed: usize,
+    /// Passing tests that saw an attack refused.
+    refusing: usize,
+    /// Passing tests that saw the legitimate call served.
+    serving: usize,
+}
+
+impl Verdict {
+    fn of<'a>(
+        tests: impl IntoIterator<Item = &'a String>,
+        results: &BTreeMap<String, bool>,
+        evidence: &BTreeMap<String, (usize, usize)>,
+    ) -> Self {
+        let mut verdict = Self::default();
+        for test in tests {
+            if !results[test] {
+                verdict.failed += 1;
+                continue;
+            }
+            verdict.passed += 1;
+            let (refused, allowed) = evidence.get(test).copied().unwrap_or_default();
+            verdict.refusing += usize::from(refused > 0);
+            verdict.serving += usize::from(allowed > 0);
+        }
+        verdict
+    }
+
+    fn proven(&self) -> bool {
+        self.failed == 0 && self.refusing > 0 && self.serving > 0
+    }
+
+    fn why_not(&self) -> String {
+        let mut reasons = Vec::new();
+        if self.failed > 0 {
+            reasons.push(format!("{} failing tests", self.failed));
+        }
+        if self.refusing == 0 {
+            reasons.push("no passing test saw the attack refused".to_owned());
+        }
+        if self.serving == 0 {
+            reasons.push("no passing test saw the legitimate call served".to_owned());
+        }
+        reasons.join("; ")
+    }
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -99,24 +180,31 @@ pub(crate) fn report(root: &Path) -> Result<()> {
         .with_context(|| format!("{}: run `cargo xtask test` (with nextest) first", junit_path.display()))?;
     let rows = rows(&doc);
     let results = results(&junit);
+    let evidence = evidence(&evidence_dir(root))?;
 
     let mut unproven = Vec::new();
     let mut cases = String::new();
-    println!("{:<11} {:>6} {:>6}  {:<9} control", "ID", "pass", "fail", "status");
+    println!("{:<11} {:>6} {:>6} {:>7} {:>7}  {:<9} control", "ID", "pass", "fail", "refused", "served", "status");
     for (id, row) in &rows {
         let mut tests: BTreeSet<&String> = results.keys().filter(|t| ids_of(t).contains(id)).collect();
         tests.extend(row.named.iter().filter(|t| results.contains_key(*t)));
-        let passed = tests.iter().filter(|t| results[**t]).count();
-        let failed = tests.len() - passed;
-        let proven = passed > 0 && failed == 0;
+        let verdict = Verdict::of(tests, &results, &evidence);
+        let proven = verdict.proven();
         if !proven {
-            unproven.push(id.clone());
+            unproven.push(format!("{id} ({})", verdict.why_not()));
         }
-        let control: String = row.control.chars().take(60).collect();
-        println!("{id:<11} {passed:>6} {failed:>6}  {:<9} {control}", if proven { "proven" } else { "UNPROVEN" });
+        let control: String = row.control.chars().take(56).collect();
+        let Verdict { passed, failed, refusing, serving } = verdict;
+        println!(
+            "{id:<11} {passed:>6} {failed:>6} {refusing:>7} {serving:>7}  {:<9} {control}",
+            if proven { "proven" } else { "UNPROVEN" }
+        );
         cases.push_str(&format!("  <testcase classname=\"checklist\" name=\"{}\">", escape(id)));
         if !proven {
-            cases.push_str(&format!("<failure message=\"{passed} passing, {failed} failing tests\"/>"));
+            cases.push_str(&format!(
+                "<failure message=\"{}\"/>",
+                escape(&verdict_message(passed, failed, refusing, serving))
+            ));
         }
         cases.push_str("</testcase>\n");
     }
@@ -127,9 +215,15 @@ pub(crate) fn report(root: &Path) -> Result<()> {
     );
     std::fs::write(root.join("target/checklist.xml"), xml).context("target/checklist.xml")?;
     if !unproven.is_empty() {
-        bail!("unproven: {}", unproven.join(", "));
+        bail!("unproven:\n  {}", unproven.join("\n  "));
     }
     Ok(())
+}
+
+fn verdict_message(passed: usize, failed: usize, refusing: usize, serving: usize) -> String {
+    format!(
+        "{passed} passing, {failed} failing tests; {refusing} saw the attack refused, {serving} the legitimate call served"
+    )
 }
 
 #[cfg(test)]
@@ -167,5 +261,25 @@ mod tests {
         let doc = "| ID | control | tests | status |\n|---|---|---|---|\n| PC-07 | BOLA | `estate-tests::flows` `api1_another_user_gets_404` and `x` | partial |\n";
         let rows = rows(doc);
         assert_eq!(rows["PC-07"].named.iter().collect::<Vec<_>>(), ["api1_another_user_gets_404"]);
+    }
+
+    #[test]
+    fn an_id_needs_a_passing_refusal_and_a_passing_legitimate_call() {
+        let results: BTreeMap<String, bool> =
+            [("a".to_owned(), true), ("b".to_owned(), true), ("c".to_owned(), false)].into();
+        let evidence: BTreeMap<String, (usize, usize)> =
+            [("a".to_owned(), (2, 0)), ("b".to_owned(), (0, 1)), ("c".to_owned(), (1, 1))].into();
+        let names = |n: &[&str]| n.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert!(Verdict::of(&names(&["a", "b"]), &results, &evidence).proven());
+        // Refusals only, legitimate calls only, or evidence only from a failed test: not proven.
+        assert!(!Verdict::of(&names(&["a"]), &results, &evidence).proven());
+        assert!(!Verdict::of(&names(&["b"]), &results, &evidence).proven());
+        let with_failure = Verdict::of(&names(&["a", "b", "c"]), &results, &evidence);
+        assert!(!with_failure.proven());
+        assert_eq!(with_failure.why_not(), "1 failing tests");
+        assert_eq!(
+            Verdict::of(&names(&["b"]), &results, &evidence).why_not(),
+            "no passing test saw the attack refused"
+        );
     }
 }

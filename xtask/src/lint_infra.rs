@@ -781,7 +781,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&scratch);
         match result {
             Ok(()) => panic!("fixture {case} passed the lint"),
-            Err(error) => format!("{error:#}"),
+            Err(error) => {
+                estate_evidence::refused(&format!("the broken fixture {case}"));
+                format!("{error:#}")
+            }
         }
     }
 
@@ -799,6 +802,7 @@ mod tests {
         let result = lint(&Layout::repository(&root), &tools, &scratch);
         let _ = std::fs::remove_dir_all(&scratch);
         result.unwrap();
+        estate_evidence::allowed("the real deployment files");
     }
 
     #[test]

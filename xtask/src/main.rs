@@ -186,6 +186,12 @@ fn run_tests() -> Result<()> {
     } else {
         command.args(["test", "--workspace", "--locked", "--no-fail-fast"]);
     }
+    // What each test saw refused or served, for the checklist (decision 0023).
+    let evidence = checklist::evidence_dir(&root());
+    if evidence.exists() {
+        std::fs::remove_dir_all(&evidence).with_context(|| format!("clear {}", evidence.display()))?;
+    }
+    std::fs::create_dir_all(&evidence).with_context(|| format!("create {}", evidence.display()))?;
     // Tell the testkit where the tools we installed are.
-    run(command.env("TESTKIT_BAO", bao))
+    run(command.env("TESTKIT_BAO", bao).env("CHECKLIST_EVIDENCE_DIR", &evidence))
 }

@@ -56,6 +56,11 @@ impl ChainState {
         if let Some(ip) = event.source_ip {
             record["source"] = json!({ "ip": ip.to_string() });
         }
+        if let Some(http) = &event.http {
+            record["http"] =
+                json!({ "request": { "method": http.method }, "response": { "status_code": http.status } });
+            record["url"] = json!({ "path": http.route });
+        }
         if let Some(trace) = &event.trace_id {
             record["trace"] = json!({ "id": trace });
         }

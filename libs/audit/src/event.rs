@@ -93,6 +93,10 @@ pub enum Action {
     KeyRotated,
     /// Audit events were lost (spool full); emitted so the loss is visible.
     AuditOverflow,
+    /// A request was refused (malformed, unknown route, too big, …) where no
+    /// more specific event said why: the service kit's safety net, so every
+    /// refusal leaves a trace (decision 0023).
+    RequestRefused,
 }
 
 impl Action {
@@ -114,6 +118,7 @@ impl Action {
             Action::SecretRevoked => "secret_revoked",
             Action::KeyRotated => "key_rotated",
             Action::AuditOverflow => "audit_overflow",
+            Action::RequestRefused => "request_refused",
         }
     }
 
@@ -123,6 +128,7 @@ impl Action {
             Action::AuthenticationFailed | Action::LoginSucceeded | Action::LoginFailed => "authentication",
             Action::AccessDenied | Action::PolicyDenied | Action::AdminAction => "iam",
             Action::RateLimited => "network",
+            Action::RequestRefused => "web",
             Action::TokenIssued | Action::TokenExchanged | Action::TokenRevoked | Action::KeyRotated => "configuration",
             Action::SecretLeased | Action::SecretRenewed | Action::SecretRevoked => "configuration",
             Action::AuditOverflow => "process",
@@ -136,6 +142,7 @@ impl Action {
             | Action::AccessDenied
             | Action::PolicyDenied
             | Action::RateLimited
+            | Action::RequestRefused
             | Action::LoginFailed => 4,
             Action::AuditOverflow => 3,
             _ => 5,
@@ -169,6 +176,16 @@ pub struct AuditEvent {
     pub(crate) source_ip: Option<IpAddr>,
     pub(crate) trace_id: Option<TraceId>,
     pub(crate) count: Option<u64>,
+    pub(crate) http: Option<HttpFacts>,
+}
+
+/// What an HTTP request was: method, the route it matched (a template from
+/// code or the route table, never the raw path a client sent) and the status.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpFacts {
+    pub(crate) method: &'static str,
+    pub(crate) route: Identifier,
+    pub(crate) status: u16,
 }
 
 impl AuditEvent {
@@ -188,7 +205,20 @@ impl AuditEvent {
             source_ip: None,
             trace_id: None,
             count: None,
+            http: None,
         }
+    }
+    /// The request: `method` (anything but the standard methods is recorded
+    /// as `OTHER`), the matched `route` template (`unmatched` when none or
+    /// when it is not a valid identifier) and the response `status`.
+    pub fn http(mut self, method: &str, route: &str, status: u16) -> Self {
+        const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
+        let method = METHODS.iter().find(|m| **m == method).copied().unwrap_or("OTHER");
+        let route = Identifier::new(route).or_else(|_| Identifier::new("unmatched")).ok();
+        if let Some(route) = route {
+            self.http = Some(HttpFacts { method, route, status });
+        }
+        self
     }
     /// Why (a fixed string from code: `invalid_token`, `insufficient_scope` …).
     pub fn reason(mut self, reason: &'static str) -> Self {

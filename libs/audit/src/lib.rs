@@ -23,6 +23,16 @@ use chain::ChainState;
 
 tokio::task_local! {
     static TRACE_ID: TraceId;
+    static AUDITED: Arc<std::sync::atomic::AtomicBool>;
+}
+
+/// Run `future` and report whether it emitted any audit event (in its own
+/// task; events of tasks it spawned do not count). The service kit uses it
+/// to audit refusals no handler explained.
+pub async fn tracking<F: std::future::Future>(future: F) -> (F::Output, bool) {
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let output = AUDITED.scope(flag.clone(), future).await;
+    (output, flag.load(Ordering::SeqCst))
 }
 
 /// Run `future` with `trace_id` as its trace: events emitted inside it carry
@@ -34,6 +44,13 @@ pub async fn with_trace_id<F: std::future::Future>(trace_id: TraceId, future: F)
 
 fn current_trace_id() -> Option<TraceId> {
     TRACE_ID.try_with(Clone::clone).ok()
+}
+
+/// Count the current request as audited without an event here: for a
+/// response that another service produced and audited (the gateway
+/// forwarding an upstream's refusal), so it is not audited twice.
+pub fn audited_elsewhere() {
+    let _ = AUDITED.try_with(|flag| flag.store(true, Ordering::SeqCst));
 }
 
 /// Audit setup failures.
@@ -89,6 +106,7 @@ impl AuditLog {
         if event.trace_id.is_none() {
             event.trace_id = current_trace_id();
         }
+        let _ = AUDITED.try_with(|flag| flag.store(true, Ordering::SeqCst));
         // Losses first, so the chain shows them where they happened.
         let dropped = self.inner.counters.dropped.load(Ordering::SeqCst);
         let reported = self.inner.reported_dropped.swap(dropped, Ordering::SeqCst);

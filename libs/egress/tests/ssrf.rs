@@ -91,6 +91,7 @@ async fn api7_every_refused_address_class_is_refused_before_any_connection() {
         ("https://[fe80::1]/".into(), "link_local"),
     ] {
         assert_eq!(class_of(client.get(&url).await), class, "{url}");
+        estate_testkit::evidence::refused("an internal address class");
     }
 }
 

@@ -35,8 +35,10 @@ async fn pc05_a_service_reads_its_own_secrets_and_nothing_else() {
     admin.kv_write("kv", "order/config", &fields(&[("db", "order-secret")])).await.unwrap();
 
     assert_eq!(auth.kv_field("kv", "auth/config", "metrics_token").await.unwrap().expose_secret(), "m-123");
+    estate_testkit::evidence::allowed("a service reads its own secret");
     assert!(matches!(auth.kv_read("kv", "order/config").await, Err(OpenBaoError::Denied { .. })));
     assert!(auth.kv_write("kv", "order/config", &fields(&[("db", "x")])).await.is_err());
+    estate_testkit::evidence::refused("another service's secrets");
     // The resolver serves `openbao:` references from configuration.
     let reference: SecretRef = "openbao:kv/data/auth/config#metrics_token".parse().unwrap();
     assert_eq!(estate_secrets::resolve(&reference, Some(&auth)).await.unwrap().expose_secret(), b"m-123");

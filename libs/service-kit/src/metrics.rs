@@ -74,7 +74,7 @@ impl HttpMetrics {
 /// Audit delivery counters, read on each scrape from the service's
 /// [`estate_audit::AuditLog`] once one is attached.
 #[derive(Default)]
-struct AuditCollector(std::sync::OnceLock<estate_audit::AuditLog>);
+struct AuditCollector(crate::middleware::AuditSlot);
 
 impl std::fmt::Debug for AuditCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,6 +133,12 @@ impl Metrics {
     /// latter). The first log attached wins.
     pub fn observe_audit(&self, log: &estate_audit::AuditLog) {
         let _ = self.audit.0.set(log.clone());
+    }
+
+    /// The slot `observe_audit` fills: the request stack audits refusals
+    /// into it ([`crate::middleware::audit_refusals`]).
+    pub fn audit_slot(&self) -> crate::middleware::AuditSlot {
+        self.audit.0.clone()
     }
 
     /// Metrics recorder for the API listener.

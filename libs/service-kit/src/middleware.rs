@@ -4,11 +4,13 @@
 //!    `X-Request-Id` is kept, anything else replaced) and W3C trace context
 //!    (`traceparent` continued or started), both put in a tracing span, the
 //!    request's extensions and the response headers;
-//! 2. metrics ([`crate::metrics`]);
-//! 3. [`security_headers`] on every response;
-//! 4. [`crate::problem::problem_for_bare_errors`]: every error is problem+json;
-//! 5. a whole-request timeout (503);
-//! 6. a body-size limit (413 before the body is read when `Content-Length`
+//! 2. [`audit_refusals`]: a refused request (4xx) that no handler audited
+//!    gets a generic audit event, so every refusal leaves a trace in the SIEM;
+//! 3. metrics ([`crate::metrics`]);
+//! 4. [`security_headers`] on every response;
+//! 5. [`crate::problem::problem_for_bare_errors`]: every error is problem+json;
+//! 6. a whole-request timeout (503);
+//! 7. a body-size limit (413 before the body is read when `Content-Length`
 //!    says it is too big, and while streaming otherwise).
 
 use std::time::Duration;
@@ -51,11 +53,16 @@ pub struct StackLimits {
     pub request_timeout: Duration,
 }
 
+/// Where the stack finds the service's audit log once the service attached
+/// it ([`crate::Server::observe_audit`]); empty, refusals are not audited.
+pub type AuditSlot = std::sync::Arc<std::sync::OnceLock<estate_audit::AuditLog>>;
+
 /// Wrap `router` in the common stack.
-pub fn apply_stack(router: Router, limits: StackLimits, metrics: HttpMetrics) -> Router {
+pub fn apply_stack(router: Router, limits: StackLimits, metrics: HttpMetrics, audit: AuditSlot) -> Router {
     router.layer(
         ServiceBuilder::new()
             .layer(from_fn(request_context))
+            .layer(from_fn_with_state(audit, audit_refusals))
             .layer(from_fn_with_state(metrics, record_http_metrics))
             .layer(from_fn(security_headers))
             .layer(from_fn(problem_for_bare_errors))
@@ -132,6 +139,65 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     crate::telemetry::with_trace(trace, handled.instrument(span)).await
 }
 
+/// The audit action and reason of a refusal no handler explained.
+fn refusal(status: StatusCode) -> (estate_audit::Action, &'static str) {
+    use estate_audit::Action;
+    match status {
+        StatusCode::UNAUTHORIZED => (Action::AuthenticationFailed, "unauthenticated"),
+        StatusCode::FORBIDDEN => (Action::AccessDenied, "forbidden"),
+        StatusCode::TOO_MANY_REQUESTS => (Action::RateLimited, "too_many_requests"),
+        StatusCode::BAD_REQUEST => (Action::RequestRefused, "bad_request"),
+        StatusCode::NOT_FOUND => (Action::RequestRefused, "not_found"),
+        StatusCode::METHOD_NOT_ALLOWED => (Action::RequestRefused, "method_not_allowed"),
+        StatusCode::CONFLICT => (Action::RequestRefused, "conflict"),
+        StatusCode::PAYLOAD_TOO_LARGE => (Action::RequestRefused, "payload_too_large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (Action::RequestRefused, "unsupported_media_type"),
+        StatusCode::UNPROCESSABLE_ENTITY => (Action::RequestRefused, "unprocessable"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (Action::RequestRefused, "header_fields_too_large"),
+        _ => (Action::RequestRefused, "client_error"),
+    }
+}
+
+/// Every refused request (4xx) leaves an audit event: handlers that refuse
+/// emit their own, specific one (who and why); for the rest — an unknown
+/// route, a malformed id, a body too big, a DTO the validator refused — this
+/// layer emits `request_refused` (or `authentication_failed`,
+/// `access_denied`, `rate_limited` by status) with the method, the matched
+/// route template (never the raw path), the status and the client address,
+/// in the request's trace.
+pub async fn audit_refusals(
+    axum::extract::State(audit): axum::extract::State<AuditSlot>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().as_str().to_owned();
+    let matched = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let ip = request.extensions().get::<crate::serve::ConnectionInfo>().map(|c| c.remote_addr.ip());
+    let (response, audited) = estate_audit::tracking(next.run(request)).await;
+    let status = response.status();
+    if status.is_client_error()
+        && !audited
+        && let Some(log) = audit.get()
+    {
+        let route = response
+            .extensions()
+            .get::<crate::metrics::RouteLabel>()
+            .map(|label| label.0.clone())
+            .or(matched)
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let (action, generic) = refusal(status);
+        // The handler's own reason for the metrics, when it gave one.
+        let reason = response.extensions().get::<crate::metrics::Rejection>().map_or(generic, |r| r.0);
+        let event = estate_audit::AuditEvent::new(action, estate_audit::Outcome::Failure).reason(reason).http(
+            &method,
+            &route,
+            status.as_u16(),
+        );
+        log.emit(if let Some(ip) = ip { event.source_ip(ip) } else { event });
+    }
+    response
+}
+
 /// The response headers every API response carries unless a handler set its
 /// own (e.g. an HTML login page sets a different CSP).
 fn default_security_headers() -> [(HeaderName, HeaderValue); 6] {
@@ -169,6 +235,10 @@ mod tests {
     use tower::ServiceExt;
 
     fn app() -> Router {
+        app_with_audit(AuditSlot::default())
+    }
+
+    fn app_with_audit(audit: AuditSlot) -> Router {
         let router = Router::new()
             .route("/ok", get(|| async { "ok" }))
             .route("/echo", post(|body: axum::body::Bytes| async move { body.len().to_string() }))
@@ -183,6 +253,7 @@ mod tests {
             router,
             StackLimits { body_bytes: 16, request_timeout: Duration::from_millis(50) },
             HttpMetrics::default(),
+            audit,
         )
     }
 

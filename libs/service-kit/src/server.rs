@@ -96,11 +96,12 @@ impl Server {
         let limits =
             StackLimits { body_bytes: config.limits.body_bytes, request_timeout: config.limits.request_timeout() };
 
-        let api_router = apply_stack(api_router, limits, metrics.api());
+        let api_router = apply_stack(api_router, limits, metrics.api(), metrics.audit_slot());
         let management_router = apply_stack(
             management::router(readiness.clone(), metrics.clone(), metrics_token).merge(management_routes),
             limits,
             metrics.management(),
+            metrics.audit_slot(),
         );
 
         let handshake = config.limits.handshake_timeout();
@@ -128,7 +129,8 @@ impl Server {
         })
     }
 
-    /// Export the delivery counters of the service's audit log on `/metrics`.
+    /// Export the delivery counters of the service's audit log on `/metrics`,
+    /// and audit every refused request no handler audited into it.
     pub fn observe_audit(&self, log: &estate_audit::AuditLog) {
         self.metrics.observe_audit(log);
     }

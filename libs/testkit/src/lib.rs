@@ -33,6 +33,7 @@ pub mod redis;
 pub mod siem;
 
 pub use error::TestkitError;
+pub use estate_evidence as evidence;
 pub use fixture::{ServiceFixture, spiffe_id};
 pub use idp::{IdpClient, IdpKey, TestIdp};
 pub use merchant::{MerchantMode, TestMerchant};

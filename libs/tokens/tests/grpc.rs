@@ -61,6 +61,7 @@ async fn pc04_a_call_without_a_token_is_unauthenticated_and_never_reaches_the_me
     assert_eq!(call(&mut service, None).await.0.as_deref(), Some(UNAUTHENTICATED));
     assert_eq!(call(&mut service, Some("forged.token.value")).await.0.as_deref(), Some(UNAUTHENTICATED));
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+    estate_testkit::evidence::refused("a gRPC call without a valid token");
 }
 
 #[tokio::test]

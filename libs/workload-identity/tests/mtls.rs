@@ -103,6 +103,7 @@ async fn pc01_a_valid_workload_not_allowed_for_the_route_gets_403_and_headers_ch
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    estate_testkit::evidence::refused("a workload not allowed for the route");
     assert_eq!(response.headers()["content-type"], "application/problem+json");
 
     // The allowed workload on a route it is not allowed: also refused.

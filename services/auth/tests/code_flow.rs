@@ -152,6 +152,7 @@ async fn code_flow_with_pkce_issues_an_access_token_a_refresh_token_and_an_id_to
     assert_eq!(get(&query, "iss"), Some(auth.issuer.as_str()), "RFC 9207 iss");
     let (status, body) = redeem(&auth, get(&query, "code").unwrap(), VERIFIER, WEB_REDIRECT).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    estate_testkit::evidence::allowed("authorization code + PKCE redeemed for tokens");
 
     let access = auth.verifier("order-api").await.verify(body["access_token"].as_str().unwrap()).await.unwrap();
     assert_eq!(access.subject().as_str(), alice, "sub is the user's stable id");

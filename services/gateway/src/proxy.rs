@@ -162,7 +162,16 @@ pub async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> R
         Lookup::Found(route) => route.pattern.clone(),
         _ => "unrouted".to_owned(),
     };
+    let http1 = request.version() < http::Version::HTTP_2;
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
     let mut response = handle(&gateway, request, lookup).await;
+    // A refusal may leave the request body unread, and then the connection
+    // cannot carry another request: say so (HTTP/1.1), or a client reusing it
+    // for its next request sees the connection die under it.
+    if http1 && has_body && response.extensions().get::<Rejection>().is_some() {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response.extensions_mut().insert(RouteLabel(label));
     response
 }
@@ -327,6 +336,8 @@ async fn handle(gateway: &Gateway, request: Request, lookup: Lookup<'_>) -> Resp
         }
     };
 
+    // The upstream audits its own refusals (with who and why); not twice.
+    estate_audit::audited_elsewhere();
     let mut response = Response::builder().status(answer.status());
     if let Some(headers) = response.headers_mut() {
         for name in &FORWARDED_RESPONSE_HEADERS {

@@ -72,6 +72,7 @@ async fn flow_cc_inventory_refuses_other_workloads_wrong_tokens_and_user_tokens(
     user["client_id"] = json!("web");
     let user = estate.idp.mint(&user).unwrap();
     assert_eq!(attempt(Some(user), estate.client(ORDER)).await, Code::PermissionDenied);
+    estate_testkit::evidence::refused("other workloads, wrong tokens and user tokens at inventory");
     // An SVID for `order` from a CA outside the bundle: no handshake at all.
     let rogue = TestPki::new("rogue").unwrap();
     let code = attempt(Some(estate.order_token()), estate.client_from(&rogue, ORDER)).await;
