@@ -6,6 +6,8 @@
 //! (over mTLS with the gateway's SVID) with real user tokens.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fixture: a failed step should panic the test")]
 
+pub mod demo;
+
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -54,6 +56,90 @@ pub struct Options {
     pub shared_limits: bool,
     /// Ship every service's audit events to one real SIEM (rsyslog over TLS).
     pub siem: bool,
+    /// Run the five services as separate processes from their binaries (as
+    /// `cargo xtask up` does) instead of inside this process.
+    pub processes: Option<&'static ProcessMode>,
+    /// Give the users fresh random passwords instead of [`USERS`]' (the demo).
+    pub generated_passwords: bool,
+}
+
+/// Where the service binaries are and where their logs go.
+#[derive(Debug, Clone)]
+pub struct ProcessMode {
+    /// The directory holding `auth`, `gateway`, `order`, `payment`, `inventory`.
+    pub bin_dir: std::path::PathBuf,
+    /// One `<service>.log` (JSON lines) per service.
+    pub log_dir: std::path::PathBuf,
+}
+
+impl ProcessMode {
+    /// The binaries next to the running executable (a test binary in
+    /// `target/<profile>/deps/` or a tool in `target/<profile>/`).
+    pub fn beside_current_exe(log_dir: std::path::PathBuf) -> Option<Self> {
+        let exe = std::env::current_exe().ok()?;
+        exe.ancestors()
+            .skip(1)
+            .take(2)
+            .find(|dir| ["auth", "gateway", "order", "payment", "inventory"].iter().all(|b| dir.join(b).is_file()))
+            .map(|dir| Self { bin_dir: dir.to_path_buf(), log_dir })
+    }
+}
+
+/// How one service runs.
+enum Running {
+    InProcess,
+    Process(Box<estate_testkit::binary::ServiceProcess>),
+}
+
+/// Start service `A` with `settings` as its `[service]` section, in this
+/// process or from its binary: its API and management addresses.
+async fn launch<A: Service>(
+    mode: Option<&ProcessMode>,
+    pki: &TestPki,
+    dir: &Path,
+    settings: &Value,
+    audit: Option<&AuditConfig>,
+    addrs: impl Fn(&A) -> (SocketAddr, SocketAddr),
+) -> (SocketAddr, SocketAddr, Running) {
+    match mode {
+        None => {
+            let mut config = estate_testkit::kit::config_with::<A::Settings>(
+                pki,
+                dir,
+                serde_json::from_value(settings.clone()).unwrap(),
+            )
+            .unwrap();
+            config.audit = audit.cloned().unwrap_or_default();
+            let app = A::build(config).await.unwrap();
+            let addrs = addrs(&app);
+            tokio::spawn(app.run_until(std::future::pending()));
+            (addrs.0, addrs.1, Running::InProcess)
+        }
+        Some(mode) => {
+            let process = estate_testkit::binary::ServiceProcess::spawn_logged(
+                &mode.bin_dir.join(A::NAME),
+                pki,
+                &estate_testkit::binary::service_toml(settings),
+                &audit_toml(audit),
+                Some(&mode.log_dir.join(format!("{}.log", A::NAME))),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{} did not start: {e} (see {})", A::NAME, mode.log_dir.display()));
+            (process.api_addr(), process.management_addr(), Running::Process(Box::new(process)))
+        }
+    }
+}
+
+/// The `[audit]` section for a configuration file.
+fn audit_toml(audit: Option<&AuditConfig>) -> String {
+    audit.and_then(|a| a.siem.as_ref()).map_or_else(String::new, |siem| {
+        format!(
+            "[audit]\nstdout = false\n[audit.siem]\naddress = \"{}\"\nserver_name = \"{}\"\nca_file = \"{}\"\n",
+            siem.address,
+            siem.server_name,
+            siem.ca_file.display()
+        )
+    })
 }
 
 /// The browser origin the gateway's CORS allows.
@@ -129,6 +215,12 @@ pub struct Estate {
     svids: std::collections::HashMap<&'static str, (String, String)>,
     svid_serials: std::collections::HashMap<&'static str, String>,
     edge_calls: std::sync::Mutex<Vec<EdgeCall>>,
+    /// The users and their passwords.
+    pub users: Vec<(String, String)>,
+    processes: Vec<Running>,
+    log_dir: Option<std::path::PathBuf>,
+    /// order-svc's private key (private_key_jwt), for the demo's token walkthrough.
+    pub order_key_file: std::path::PathBuf,
     _bao: TestOpenBao,
     /// The payment provider simulator.
     pub psp: TestPsp,
@@ -260,7 +352,14 @@ impl Estate {
         let auth_app = sqlx::PgPool::connect_with(auth_roles.app.clone()).await.unwrap();
         let store = estate_auth::store::Store::Postgres(auth_app);
         let passwords = estate_auth::passwords::Passwords::new().unwrap();
-        for (user, password) in USERS {
+        let users: Vec<(String, String)> = USERS
+            .iter()
+            .map(|(user, password)| {
+                let password = if options.generated_passwords { random_secret() } else { (*password).to_owned() };
+                ((*user).to_owned(), password)
+            })
+            .collect();
+        for (user, password) in &users {
             store.create_user(user, &passwords.hash(password).unwrap()).await.unwrap();
         }
 
@@ -271,14 +370,7 @@ impl Estate {
         std::fs::set_permissions(&order_key_file, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
 
         let ops_secret = random_secret();
-        let audit_toml = audit.as_ref().and_then(|a| a.siem.as_ref()).map_or_else(String::new, |siem| {
-            format!(
-                "[audit]\nstdout = false\n[audit.siem]\naddress = \"{}\"\nserver_name = \"{}\"\nca_file = \"{}\"\n",
-                siem.address,
-                siem.server_name,
-                siem.ca_file.display()
-            )
-        });
+        let audit_toml = audit_toml(audit.as_ref());
         // OpenBao: an AppRole and PKI role per workload, leased database logins.
         let bao = TestOpenBao::start().await.unwrap();
         let bao_admin = estate_secrets::testing::admin(&bao).unwrap();
@@ -299,8 +391,19 @@ impl Estate {
             "{}[service.key_store]\nreload_secs = 1\npublish_lead_secs = {KEY_PUBLISH_LEAD_SECS}\n",
             estate_secrets::testing::openbao_section(d, &bao, &credentials[4]).unwrap()
         );
-        let (auth_url, auth_ca, auth_config) =
-            start_auth(d, &pg, &auth_roles, &order_pub, &sha256_hex(&ops_secret), &audit_toml, &signing_toml).await;
+        let mut processes = Vec::new();
+        let (auth_url, auth_ca, auth_config, running) = start_auth(
+            options.processes,
+            d,
+            &pg,
+            &auth_roles,
+            &order_pub,
+            &sha256_hex(&ops_secret),
+            &audit_toml,
+            &signing_toml,
+        )
+        .await;
+        processes.push(running);
 
         estate_secrets::testing::database(
             &bao_admin,
@@ -346,13 +449,13 @@ impl Estate {
                 "identity": identity(d, &bundle, "inventory", INVENTORY_POLICY),
                 "tokens": tokens("inventory-api"),
             });
-            let mut config =
-                estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
-            config.audit = audit.clone().unwrap_or_default();
-            let app = estate_inventory::Application::build(config).await.unwrap();
-            let addr = app.api_addr();
-            tokio::spawn(app.run_until(std::future::pending()));
-            addr
+            let (api, _, running) =
+                launch::<estate_inventory::Application>(options.processes, &pki, d, &settings, audit.as_ref(), |app| {
+                    (app.api_addr(), app.management_addr())
+                })
+                .await;
+            processes.push(running);
+            api
         };
         let (payment, payment_management) = {
             let (openbao, database) = platform_secrets(d, &bao, &pg, &credentials[1], "payment", "payments");
@@ -366,13 +469,13 @@ impl Estate {
                 "order_client_id": "order-svc",
                 "webhooks": { "exempt": ["127.0.0.2"], "ca_file": write(d, "merchant-ca.pem", &merchant.ca_pem()) },
             });
-            let mut config =
-                estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
-            config.audit = audit.clone().unwrap_or_default();
-            let app = estate_payment::Application::build(config).await.unwrap();
-            let addrs = (app.api_addr(), app.management_addr());
-            tokio::spawn(app.run_until(std::future::pending()));
-            addrs
+            let (api, management, running) =
+                launch::<estate_payment::Application>(options.processes, &pki, d, &settings, audit.as_ref(), |app| {
+                    (app.api_addr(), app.management_addr())
+                })
+                .await;
+            processes.push(running);
+            (api, management)
         };
         let (order, order_management) = {
             let (openbao, database) = platform_secrets(d, &bao, &pg, &credentials[2], "order", "orders");
@@ -392,13 +495,13 @@ impl Estate {
                 "payment": { "url": format!("https://127.0.0.1:{}", payment.port()), "spiffe_id": spiffe("payment") },
                 "velocity": { "checkouts_per_minute": checkouts.unwrap_or(5) },
             });
-            let mut config =
-                estate_testkit::kit::config_with(&pki, d, serde_json::from_value(settings).unwrap()).unwrap();
-            config.audit = audit.clone().unwrap_or_default();
-            let app = estate_order::Application::build(config).await.unwrap();
-            let addrs = (app.api_addr(), app.management_addr());
-            tokio::spawn(app.run_until(std::future::pending()));
-            addrs
+            let (api, management, running) =
+                launch::<estate_order::Application>(options.processes, &pki, d, &settings, audit.as_ref(), |app| {
+                    (app.api_addr(), app.management_addr())
+                })
+                .await;
+            processes.push(running);
+            (api, management)
         };
         let redis = if options.shared_limits { Some(TestRedis::start().await.unwrap()) } else { None };
         let (gateway_addr, gateway_management, gateway_settings) = {
@@ -441,7 +544,12 @@ impl Estate {
                     "password": format!("file:{}", password.display()),
                 });
             }
-            let (api, management) = start_gateway(&pki, d, &settings, audit.as_ref()).await;
+            let (api, management, running) =
+                launch::<estate_gateway::Application>(options.processes, &pki, d, &settings, audit.as_ref(), |app| {
+                    (app.api_addr(), app.management_addr())
+                })
+                .await;
+            processes.push(running);
             (api, management, settings)
         };
         let admin = pg.admin_pool().await.unwrap();
@@ -457,6 +565,10 @@ impl Estate {
             svids,
             svid_serials,
             edge_calls: std::sync::Mutex::default(),
+            users,
+            processes,
+            order_key_file,
+            log_dir: options.processes.map(|mode| mode.log_dir.clone()),
             _bao: bao,
             psp,
             merchant,
@@ -475,6 +587,22 @@ impl Estate {
         }
     }
 
+    /// Stop the service processes (SIGTERM, each drains); the rest stops
+    /// when the estate is dropped. `true` when every process exited 0.
+    pub async fn stop(&mut self) -> bool {
+        let mut clean = true;
+        for running in self.processes.drain(..).rev() {
+            if let Running::Process(process) = running {
+                let result = process.terminate().await;
+                if !matches!(result, Ok(Some(0))) {
+                    eprintln!("a service did not stop cleanly: {result:?}");
+                    clean = false;
+                }
+            }
+        }
+        clean
+    }
+
     /// A real access token of `user` (authorization code + PKCE through the login page).
     pub async fn user_token(&self, user: &str) -> String {
         self.user_login(user).await["access_token"].as_str().unwrap().to_owned()
@@ -482,8 +610,7 @@ impl Estate {
 
     /// Everything a login of `user` returns (access, refresh and ID token).
     pub async fn user_login(&self, user: &str) -> Value {
-        let password = USERS.iter().find(|(u, _)| *u == user).map(|(_, p)| *p).expect("a demo user");
-        self.login_with(user, password).await.expect("the login succeeds")
+        self.login_with(user, &self.password(user)).await.expect("the login succeeds")
     }
 
     /// A login through the real login page; `Err` with the reason when refused.
@@ -636,6 +763,48 @@ impl Estate {
         (status, headers, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `user`'s password.
+    pub fn password(&self, user: &str) -> String {
+        self.users.iter().find(|(u, _)| u == user).map(|(_, p)| p.clone()).expect("a demo user")
+    }
+
+    /// The authorization server's CA (PEM).
+    pub fn auth_ca(&self) -> &str {
+        &self.auth_ca
+    }
+
+    /// Where the service processes write their logs (process mode only).
+    pub fn log_dir(&self) -> Option<&Path> {
+        self.log_dir.as_deref()
+    }
+
+    /// The trace id of the last `edge_call`.
+    pub fn last_edge_trace(&self) -> Option<String> {
+        self.edge_calls.lock().unwrap().last().map(|call| call.trace_id.clone())
+    }
+
+    /// A copy of `token` signed with the authorization server's active key
+    /// but expired ten minutes ago — what an attacker holds once a stolen
+    /// token's life is over (read from OpenBao with the root token: the
+    /// harness plays the past, not an attacker).
+    pub async fn expired_copy(&self, token: &str) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let admin = estate_secrets::testing::admin(&self._bao).unwrap();
+        let settings: estate_auth::key_store::KeyStoreSettings =
+            serde_json::from_value(json!({ "reload_secs": 1, "publish_lead_secs": KEY_PUBLISH_LEAD_SECS })).unwrap();
+        let set = estate_auth::key_store::load(&admin, &settings).await.unwrap();
+        let now = estate_testkit::idp::now();
+        let (active, _) = set.to_ring_parts(now).unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let mut claims: Value = serde_json::from_slice(&b64.decode(payload).unwrap()).unwrap();
+        claims["iat"] = json!(now - 900);
+        claims["nbf"] = json!(now - 900);
+        claims["exp"] = json!(now - 600);
+        claims["jti"] = json!(uuid::Uuid::new_v4().to_string());
+        estate_auth::keys::KeyRing::new(active).sign_access_token(&claims).unwrap()
+    }
+
     /// Every refused call this estate's `edge_call` made has produced an
     /// audit event in the SIEM carrying the call's trace id — within 20 s,
     /// or the test fails naming the refusals nobody audited. Needs `Options::siem`.
@@ -741,18 +910,18 @@ async fn start_gateway(
     settings: &Value,
     audit: Option<&AuditConfig>,
 ) -> (SocketAddr, SocketAddr) {
-    let mut config =
-        estate_testkit::kit::config_with(pki, dir, serde_json::from_value(settings.clone()).unwrap()).unwrap();
-    config.audit = audit.cloned().unwrap_or_default();
-    let app = estate_gateway::Application::build(config).await.unwrap();
-    let addrs = (app.api_addr(), app.management_addr());
-    tokio::spawn(app.run_until(std::future::pending()));
-    addrs
+    let (api, management, _) = launch::<estate_gateway::Application>(None, pki, dir, settings, audit, |app| {
+        (app.api_addr(), app.management_addr())
+    })
+    .await;
+    (api, management)
 }
 
 /// Start the authorization server on a free port (its issuer URL names the
 /// port, so it is picked first, and again if someone takes it meanwhile).
+#[allow(clippy::too_many_arguments, reason = "a fixture's one call site")]
 async fn start_auth(
+    mode: Option<&ProcessMode>,
     d: &Path,
     pg: &TestPostgres,
     roles: &estate_testkit::ServiceRoles,
@@ -760,7 +929,7 @@ async fn start_auth(
     ops_digest: &str,
     audit_toml: &str,
     signing_toml: &str,
-) -> (String, String, std::path::PathBuf) {
+) -> (String, String, std::path::PathBuf, Running) {
     let tls = TestPki::new("estate-edge").unwrap();
     let files = tls.localhost_server().unwrap().write_to(d, "auth-server").unwrap();
     let database = estate_testkit::binary::service_toml(&json!({
@@ -819,11 +988,22 @@ async fn start_auth(
             redirect = WEB_REDIRECT,
         );
         let path = write(d, "auth.toml", &toml);
+        if let Some(mode) = mode {
+            let exe = mode.bin_dir.join("auth");
+            let log = mode.log_dir.join("auth.log");
+            let scratch = tempfile::tempdir().unwrap();
+            let Ok(process) =
+                estate_testkit::binary::ServiceProcess::spawn_config(&exe, &path, Some(&log), scratch).await
+            else {
+                continue;
+            };
+            return (issuer, tls.ca_pem(), path, Running::Process(Box::new(process)));
+        }
         type AuthConfig = Config<estate_auth::settings::AuthSettings>;
         let config = AuthConfig::from_figment(AuthConfig::figment(Some(&path))).unwrap();
         let Ok(app) = estate_auth::Application::build(config).await else { continue };
         tokio::spawn(app.run_until(std::future::pending()));
-        return (issuer, tls.ca_pem(), path);
+        return (issuer, tls.ca_pem(), path, Running::InProcess);
     }
     panic!("could not start the authorization server on a free port");
 }

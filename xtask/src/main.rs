@@ -5,6 +5,8 @@
 //!   `docs/checklist.md` names only tests that exist, the secret scan,
 //!   lint-infra, every test, and the checklist matrix from that run (fails
 //!   while an ID is unproven).
+//! - `cargo xtask up` / `cargo xtask demo [--ci]`: the estate on this machine
+//!   (and, for `demo`, the guided walkthrough of every control).
 //! - `cargo xtask doctor`: list prerequisites, found or missing.
 //! - `cargo xtask prereqs`: install what is missing, nothing else.
 #![allow(clippy::print_stdout, reason = "a command-line tool talks on stdout")]
@@ -26,6 +28,9 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
+  demo [--ci]
+            start the estate and walk through every control and attack (exit 1 if any attack succeeds)
+  up        start the estate locally (five services, Postgres, OpenBao, SIEM) until Ctrl-C
   test      install missing prerequisites, then fmt, clippy, cargo-deny and all tests
   doctor    list prerequisites, found or missing
   prereqs   install missing prerequisites only
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
             }
         }
         Some("prereqs") => prereqs::ensure(),
+        Some(command @ ("up" | "demo")) => estate(command, &args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("checklist") => checklist::report(&root()),
         Some("gen-infra") => infra::generate(&root()),
@@ -154,6 +160,34 @@ fn test(args: &[String]) -> Result<()> {
     }
     println!("  {:>7.1} s  total", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// `cargo xtask up` / `demo`: install what is missing, build the five
+/// service binaries and `estate-demo`, and hand over to it (exec: Ctrl-C
+/// reaches it directly). State, temp files and logs stay under `.estate/`.
+fn estate(command: &str, args: &[String]) -> Result<()> {
+    let ci = match args {
+        [] => false,
+        [flag] if flag == "--ci" && command == "demo" => true,
+        _ => bail!("usage: cargo xtask up | cargo xtask demo [--ci]"),
+    };
+    prereqs::ensure()?;
+    println!("\n==> building the estate");
+    run(cargo()
+        .args(["build", "--locked", "-p", "estate-tests", "--bin", "estate-demo"])
+        .args(["auth", "gateway", "order", "payment", "inventory"].iter().flat_map(|b| ["-p", b, "--bin", b])))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let state = root().join(".estate");
+    let mut demo = Command::new(target.join("debug/estate-demo"));
+    demo.arg(command)
+        .args(ci.then_some("--ci"))
+        .arg("--state")
+        .arg(&state)
+        .env("TESTKIT_BAO", prereqs::bao_path())
+        .env("TMPDIR", state.join("run/tmp"))
+        .current_dir(root());
+    let error = std::os::unix::process::CommandExt::exec(&mut demo);
+    Err(anyhow::anyhow!("cannot run estate-demo: {error}"))
 }
 
 /// Benchmarks report figures; they assert nothing (tests do that).

@@ -41,6 +41,17 @@ impl ServiceProcess {
         service_toml: &str,
         top_level_toml: &str,
     ) -> Result<Self, TestkitError> {
+        Self::spawn_logged(exe, pki, service_toml, top_level_toml, None).await
+    }
+
+    /// The same, with every stdout line also appended to `log_file`.
+    pub async fn spawn_logged(
+        exe: &Path,
+        pki: &TestPki,
+        service_toml: &str,
+        top_level_toml: &str,
+        log_file: Option<&Path>,
+    ) -> Result<Self, TestkitError> {
         let dir = tempfile::Builder::new().prefix("estate-svc-").tempdir().map_err(TestkitError::io("tempdir"))?;
         let files = pki.localhost_server()?.write_to(dir.path(), "server")?;
         let config = format!(
@@ -57,7 +68,28 @@ impl ServiceProcess {
         );
         let config_path = dir.path().join("service.toml");
         std::fs::write(&config_path, config).map_err(TestkitError::io("write config"))?;
+        Self::spawn_config(exe, &config_path, log_file, dir).await
+    }
 
+    /// Start `exe` with the complete configuration file `config_path`
+    /// (whose listeners may be on port 0); `dir` lives as long as the process.
+    pub async fn spawn_config(
+        exe: &Path,
+        config_path: &Path,
+        log_file: Option<&Path>,
+        dir: TempDir,
+    ) -> Result<Self, TestkitError> {
+        let mut log = match log_file {
+            Some(path) => Some(
+                tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                    .map_err(TestkitError::io(format!("open {}", path.display())))?,
+            ),
+            None => None,
+        };
         let mut command = Command::new(exe);
         // Hermetic: the service sees only this config, not ESTATE_* settings of whoever runs the tests.
         for (key, _) in std::env::vars_os() {
@@ -67,7 +99,7 @@ impl ServiceProcess {
         }
         let mut child = command
             .arg("--config")
-            .arg(&config_path)
+            .arg(config_path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -86,6 +118,10 @@ impl ServiceProcess {
             let mut lines = BufReader::new(stdout).lines();
             let mut listening_tx = Some(listening_tx);
             while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(file) = log.as_mut() {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = file.write_all(format!("{line}\n").as_bytes()).await;
+                }
                 if let Ok(mut raw) = raw_sink.lock() {
                     raw.push(line.clone());
                 }

@@ -68,7 +68,8 @@ impl TestSiem {
         Ok(siem)
     }
 
-    fn events_path(&self) -> PathBuf {
+    /// The file the receiver writes every event to (one JSON line each).
+    pub fn events_path(&self) -> PathBuf {
         self.dir.path().join("events.jsonl")
     }
 

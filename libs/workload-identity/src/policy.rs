@@ -166,6 +166,14 @@ pub async fn enforce(State(policy): State<EastWestPolicy>, request: Request, nex
     let allowed =
         !revoked && peer.as_ref().is_some_and(|Peer(id)| policy.allows(id, request.method(), request.uri().path()));
     if allowed {
+        // Who called (the verified peer), in the request's span: the trail of
+        // a request across the estate, hop by hop.
+        tracing::info!(
+            peer = peer.as_ref().map_or("-", |Peer(id)| id.as_str()),
+            method = %request.method(),
+            path = request.uri().path(),
+            "east-west call allowed"
+        );
         return next.run(request).await;
     }
     tracing::warn!(
