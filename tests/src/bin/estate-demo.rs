@@ -98,8 +98,10 @@ async fn print_access(estate: &Estate, run_dir: &Path, narrator: &Narrator) -> R
         Ok(path)
     };
     let edge_ca = write("edge-ca.pem", &estate.pki.ca_pem())?;
-    let token = estate.user_token("alice").await;
-    let token_file = write("alice.token", &token)?;
+    let login = estate.user_login("alice").await;
+    let token_file = write("alice.token", login["access_token"].as_str().unwrap_or_default())?;
+    let refresh_file = write("alice.refresh", login["refresh_token"].as_str().unwrap_or_default())?;
+    let auth_ca = write("auth-ca.pem", estate.auth_ca())?;
     narrator.heading("The estate is up");
     narrator.detail("gateway", &estate.edge_url(""));
     narrator.detail("edge CA", &edge_ca.display().to_string());
@@ -109,6 +111,14 @@ async fn print_access(estate: &Estate, run_dir: &Path, narrator: &Narrator) -> R
     }
     narrator
         .detail("SIEM log", &estate.siem.as_ref().map(|s| s.events_path().display().to_string()).unwrap_or_default());
+    narrator.say("a new access token for alice, with curl (refresh tokens rotate: keep the new one it returns):");
+    narrator.say(&format!(
+        "  curl --cacert {} -d grant_type=refresh_token -d client_id={} -d refresh_token=$(cat {}) {}/token",
+        auth_ca.display(),
+        estate_tests::WEB_CLIENT,
+        refresh_file.display(),
+        estate.auth_url
+    ));
     narrator.say("alice's access token (5 minutes) is in the token file; call the API with it:");
     narrator.say(&format!(
         "  curl --cacert {} -H \"Authorization: Bearer $(cat {})\" {}",
