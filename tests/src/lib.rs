@@ -768,6 +768,11 @@ impl Estate {
         self.users.iter().find(|(u, _)| u == user).map(|(_, p)| p.clone()).expect("a demo user")
     }
 
+    /// The authorization server's configuration file (what its operator commands take).
+    pub fn auth_config_path(&self) -> &Path {
+        &self.auth_config
+    }
+
     /// The authorization server's CA (PEM).
     pub fn auth_ca(&self) -> &str {
         &self.auth_ca

@@ -10,6 +10,8 @@
 //!    readiness check and the audit counters;
 //! 6. on shutdown, revoke the OpenBao token (no usable token outlives the process).
 
+pub mod migrate;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -18,6 +18,10 @@
 //!   with revoked, the same way. Reinstate it after rotating its credentials.
 //! - `auth reinstate user|client NAME [--config PATH]`: lift `disabled`;
 //!   tokens revoked earlier stay revoked.
+//! - `auth users create NAME --password-file FILE [--config PATH]`: a user
+//!   with the password in FILE (hashed with Argon2id as logins check it; the
+//!   password never appears in argv, the environment or a log). For
+//!   bootstrap jobs and demos; refused when the user exists.
 //!
 //! Each command is an audited `admin_action` (docs/runbooks/).
 
@@ -35,7 +39,7 @@ use crate::store::{PrincipalKind, Store};
 
 /// Whether `args` (after the program name) are an operator command.
 pub fn is_command(args: &[String]) -> bool {
-    args.first().is_some_and(|a| matches!(a.as_str(), "keys" | "revoke" | "reinstate"))
+    args.first().is_some_and(|a| matches!(a.as_str(), "keys" | "revoke" | "reinstate" | "users"))
 }
 
 /// Run an operator command; exit 0 on success.
@@ -53,7 +57,8 @@ pub fn run(args: &[String]) -> ExitCode {
 }
 
 const USAGE: &str = "usage: auth keys rotate | auth keys revoke KID | auth revoke user NAME [--disable] \
-                     | auth revoke client ID | auth reinstate (user|client) NAME   [--config PATH]";
+                     | auth revoke client ID | auth reinstate (user|client) NAME \
+                     | auth users create NAME --password-file FILE   [--config PATH]";
 
 /// Run an operator command in-process; the message it prints on success.
 /// (What `auth` runs; public so the estate's incident drills can run the
@@ -62,25 +67,32 @@ pub fn execute(args: &[String]) -> anyhow::Result<String> {
     run_inner(args)
 }
 
-/// `--config PATH` and `--disable` wherever they are; the rest in order.
-fn parse_flags(args: &[String]) -> anyhow::Result<(Vec<&str>, Option<PathBuf>, bool)> {
-    let mut words = Vec::new();
-    let mut config = None;
-    let mut disable = false;
+/// The options of a command line, wherever they stand; the words in order.
+struct Flags<'a> {
+    words: Vec<&'a str>,
+    config: Option<PathBuf>,
+    disable: bool,
+    password_file: Option<PathBuf>,
+}
+
+fn parse_flags(args: &[String]) -> anyhow::Result<Flags<'_>> {
+    let mut flags = Flags { words: Vec::new(), config: None, disable: false, password_file: None };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
-            "--config" => config = Some(PathBuf::from(rest.next().context(USAGE)?)),
-            "--disable" => disable = true,
+            "--config" => flags.config = Some(PathBuf::from(rest.next().context(USAGE)?)),
+            "--password-file" => flags.password_file = Some(PathBuf::from(rest.next().context(USAGE)?)),
+            "--disable" => flags.disable = true,
             flag if flag.starts_with("--") => bail!("unknown option {flag:?}\n{USAGE}"),
-            word => words.push(word),
+            word => flags.words.push(word),
         }
     }
-    Ok((words, config.or_else(|| std::env::var_os("ESTATE_CONFIG").map(PathBuf::from)), disable))
+    flags.config = flags.config.or_else(|| std::env::var_os("ESTATE_CONFIG").map(PathBuf::from));
+    Ok(flags)
 }
 
 fn run_inner(args: &[String]) -> anyhow::Result<String> {
-    let (words, config_path, disable) = parse_flags(args)?;
+    let Flags { words, config: config_path, disable, password_file } = parse_flags(args)?;
     let command = match words.as_slice() {
         ["keys", "rotate"] => Command::RotateKeys,
         ["keys", "revoke", kid] => Command::RevokeKey { kid: (*kid).to_owned() },
@@ -90,8 +102,15 @@ fn run_inner(args: &[String]) -> anyhow::Result<String> {
         }
         ["reinstate", "user", name] => Command::Reinstate { kind: PrincipalKind::User, name: (*name).to_owned() },
         ["reinstate", "client", id] => Command::Reinstate { kind: PrincipalKind::Client, name: (*id).to_owned() },
+        ["users", "create", name] => Command::CreateUser {
+            name: (*name).to_owned(),
+            password_file: password_file.clone().with_context(|| format!("--password-file is required\n{USAGE}"))?,
+        },
         _ => bail!("{USAGE}"),
     };
+    if password_file.is_some() && !matches!(command, Command::CreateUser { .. }) {
+        bail!("--password-file applies to `users create` only\n{USAGE}");
+    }
     if disable && !matches!(command, Command::Revoke { kind: PrincipalKind::User, .. }) {
         bail!("--disable applies to `revoke user` only\n{USAGE}");
     }
@@ -130,6 +149,9 @@ fn run_inner(args: &[String]) -> anyhow::Result<String> {
             Command::Reinstate { kind, name } => {
                 reinstate(&config.service, openbao.as_ref(), &audit, kind, &name).await
             }
+            Command::CreateUser { name, password_file } => {
+                create_user(&config.service, openbao.as_ref(), &audit, &name, &password_file).await
+            }
         };
         if !audit.flush(std::time::Duration::from_secs(10)).await {
             let _ = writeln!(std::io::stderr(), "auth: warning: the audit event may not have reached the SIEM");
@@ -147,6 +169,40 @@ enum Command {
     RevokeKey { kid: String },
     Revoke { kind: PrincipalKind, name: String, disable: bool },
     Reinstate { kind: PrincipalKind, name: String },
+    CreateUser { name: String, password_file: PathBuf },
+}
+
+/// The shortest password `users create` accepts (NIST SP 800-63B: at least 8; we ask for more).
+const MIN_PASSWORD_CHARS: usize = 12;
+
+async fn create_user(
+    settings: &AuthSettings,
+    openbao: Option<&estate_secrets::OpenBao>,
+    audit: &estate_audit::AuditLog,
+    name: &str,
+    password_file: &std::path::Path,
+) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(password_file).with_context(|| format!("password file {}", password_file.display()))?;
+    // One trailing newline is the file's, not the password's.
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    if password.chars().count() < MIN_PASSWORD_CHARS || password.contains('\n') {
+        bail!("the password must be one line of at least {MIN_PASSWORD_CHARS} characters");
+    }
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if !valid_name {
+        bail!("a user name is 1-64 characters: letters, digits, . _ - @");
+    }
+    let store = open_store(settings, openbao, audit).await?;
+    if store.find_user(name).await?.is_some() {
+        bail!("user {name:?} exists");
+    }
+    let hash = crate::passwords::Passwords::new()?.hash(password)?;
+    let id = store.create_user(name, &hash).await?;
+    audit.emit(AuditEvent::new(Action::AdminAction, Outcome::Success).reason("user_created").user(&id.to_string()));
+    Ok(format!("user {name} created ({id})"))
 }
 
 async fn open_store(
