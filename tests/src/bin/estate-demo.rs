@@ -46,6 +46,7 @@ async fn run(command: &str, state: &Path, narrator: Narrator) -> Result<bool, St
     let started = Instant::now();
     let logs = state.join("logs");
     let run_dir = state.join("run");
+    stop_leftovers(&run_dir).await;
     for dir in [&logs, &run_dir] {
         // A second `up` starts from a clean slate: the last run's state is recreated, not reused.
         if dir.exists() {
@@ -134,4 +135,40 @@ async fn print_access(estate: &Estate, run_dir: &Path, narrator: &Narrator) -> R
         estate.edge_url("/v1/orders")
     ));
     Ok(())
+}
+
+/// Processes a previous run left behind (its `estate-demo` was killed before
+/// it could stop them): every process whose command line names a path in
+/// this run directory — its Postgres cluster, OpenBao, rsyslog, the
+/// services' configuration files — gets SIGTERM, and SIGKILL after 10 s.
+/// Identified by this estate's own state directory, never by program name.
+async fn stop_leftovers(run_dir: &Path) {
+    let marker = run_dir.display().to_string();
+    let own = std::process::id();
+    let leftovers: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != own))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&marker))
+        })
+        .collect();
+    if leftovers.is_empty() {
+        return;
+    }
+    println!("  stopping {} process(es) a previous run left behind", leftovers.len());
+    let signal = |pid: i32, signal| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).is_ok();
+    for pid in &leftovers {
+        signal(*pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while Instant::now() < deadline && leftovers.iter().any(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for pid in leftovers.iter().filter(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+        signal(*pid, nix::sys::signal::Signal::SIGKILL);
+    }
 }
