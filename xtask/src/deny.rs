@@ -19,6 +19,9 @@ use anyhow::{Context, Result};
 
 use crate::{root, run};
 
+/// A crate depending on a banned crate (`ring`): the deny step must fail on it.
+const BANNED_FIXTURE: &str = "xtask/fixtures/banned-crate/Cargo.toml";
+
 /// Folder name cargo-deny 0.20 derives from `https://github.com/rustsec/advisory-db`
 /// (PLATFORM-NOTES, verified).
 const DB_FOLDER: &str = "advisory-db-3157b0e258782691";
@@ -36,6 +39,8 @@ pub(crate) fn check() -> Result<()> {
     // wasm/Android/Windows-only ones no build here downloads. `cargo fetch`
     // gets them once (from the crate registry, as the build does).
     run(Command::new("cargo").args(["fetch", "--locked"]))?;
+    // The same for the fixture the deny tests check (a banned crate), so they run offline.
+    run(Command::new("cargo").args(["fetch", "--locked", "--manifest-path"]).arg(BANNED_FIXTURE))?;
     let Some(source) = snapshot_source() else {
         // Bans, licenses and sources need no database: always checked.
         run(Command::new("cargo").args(["deny", "--offline", "check", "bans", "licenses", "sources"]))?;
@@ -111,4 +116,41 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+    use super::*;
+
+    /// `cargo deny` with Estate's deny.toml over `manifest`, offline: its exit
+    /// status and what it said.
+    fn deny_bans(manifest: &Path) -> (bool, String) {
+        let output = Command::new("cargo")
+            .args(["deny", "--offline", "--manifest-path"])
+            .arg(manifest)
+            .arg("--config")
+            .arg(root().join("deny.toml"))
+            .args(["check", "bans"])
+            .current_dir(root())
+            .output()
+            .expect("cargo-deny (cargo xtask prereqs installs it)");
+        let said = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), said)
+    }
+
+    #[test]
+    fn pc11_a_banned_crate_fails_the_deny_step_and_the_workspace_passes() {
+        let (ok, said) = deny_bans(&root().join(BANNED_FIXTURE));
+        assert!(
+            !ok && said.contains("crate 'ring = 0.17.14' is explicitly banned"),
+            "the fixture must fail for its banned crate (its crates are fetched by the deny step of \
+             `cargo xtask test`):\n{said}"
+        );
+        estate_evidence::refused("a dependency on a banned crate");
+        let (ok, said) = deny_bans(&root().join("Cargo.toml"));
+        assert!(ok, "the workspace itself passes the bans:\n{said}");
+        estate_evidence::allowed("the workspace's dependency graph");
+    }
 }
