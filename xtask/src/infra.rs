@@ -55,6 +55,10 @@ pub(crate) struct Service {
     pub(crate) management_port: u16,
     pub(crate) public: bool,
     pub(crate) database: bool,
+    /// The database schema (with `database`): a migration Job runs
+    /// `<service> migrate` as `<schema>_owner`.
+    #[serde(default)]
+    pub(crate) schema: Option<String>,
     pub(crate) replicas: u32,
     #[serde(default)]
     pub(crate) internet_egress: bool,
@@ -88,6 +92,11 @@ impl Sources {
         let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
         let topology: Topology = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
         let names: Vec<&str> = topology.service.iter().map(|s| s.name.as_str()).collect();
+        for service in &topology.service {
+            if service.database != service.schema.is_some() {
+                bail!("{}: service {:?} needs `schema` exactly when `database = true`", path.display(), service.name);
+            }
+        }
         let mut callers = BTreeMap::new();
         let mut policies = BTreeMap::new();
         let dir = root.join("infra/east-west");
@@ -330,8 +339,94 @@ fn workloads(sources: &Sources) -> Result<String> {
             "---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: {name}\n  namespace: {ns}"
         )?;
         writeln!(out, "spec:\n  minAvailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: {name}")?;
+        if let Some(schema) = &s.schema {
+            migration_job(&mut out, t, name, schema)?;
+        }
     }
     Ok(out)
+}
+
+/// `<name>-migrate`: a Job running `<name> migrate` as `<schema>_owner`
+/// (docs/deploy.md, "Schema migrations"), with its own ServiceAccount (no
+/// OpenBao login, no API token), the owner's password as a 0400 file from
+/// `kv/<name>/db-owner` and no sidecar (a Job with one never completes).
+/// Jobs are immutable: delete it before applying a new version, or let the
+/// CD tool run it as a pre-sync hook.
+fn migration_job(out: &mut String, t: &Topology, name: &str, schema: &str) -> std::fmt::Result {
+    let ns = &t.namespace;
+    let job = format!("{name}-migrate");
+    writeln!(out, "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {job}\n  namespace: {ns}")?;
+    writeln!(out, "  labels:")?;
+    labels(out, "    ", t, &job)?;
+    writeln!(out, "automountServiceAccountToken: false")?;
+    writeln!(
+        out,
+        "---\n# The schema owner's password (kv/{name}/db-owner, field `password`), for the migration Job only."
+    )?;
+    writeln!(
+        out,
+        "apiVersion: external-secrets.io/v1\nkind: ExternalSecret\nmetadata:\n  name: {name}-db-owner\n  namespace: {ns}"
+    )?;
+    writeln!(out, "spec:\n  refreshInterval: 1h\n  secretStoreRef:\n    name: openbao\n    kind: SecretStore")?;
+    writeln!(out, "  target:\n    name: {name}-db-owner\n    creationPolicy: Owner\n    deletionPolicy: Retain")?;
+    writeln!(out, "  dataFrom:\n    - extract:\n        key: {name}/db-owner")?;
+    writeln!(out, "---\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {job}\n  namespace: {ns}")?;
+    writeln!(out, "  labels:")?;
+    labels(out, "    ", t, &job)?;
+    writeln!(out, "  annotations:\n    argocd.argoproj.io/hook: PreSync")?;
+    writeln!(out, "spec:\n  backoffLimit: 3\n  activeDeadlineSeconds: 600\n  template:\n    metadata:\n      labels:")?;
+    labels(out, "        ", t, &job)?;
+    writeln!(out, "      annotations:\n        sidecar.istio.io/inject: \"false\"")?;
+    writeln!(out, "    spec:")?;
+    writeln!(out, "      restartPolicy: OnFailure")?;
+    writeln!(out, "      serviceAccountName: {job}")?;
+    writeln!(out, "      automountServiceAccountToken: false")?;
+    writeln!(out, "      enableServiceLinks: false")?;
+    writeln!(out, "      securityContext:")?;
+    writeln!(
+        out,
+        "        runAsNonRoot: true\n        runAsUser: 65532\n        runAsGroup: 65532\n        fsGroup: 65532"
+    )?;
+    writeln!(out, "        seccompProfile:\n          type: RuntimeDefault")?;
+    writeln!(out, "      containers:")?;
+    writeln!(out, "        - name: migrate")?;
+    writeln!(out, "          image: {}/{name}", t.image_registry)?;
+    writeln!(out, "          imagePullPolicy: Always")?;
+    writeln!(
+        out,
+        "          args: [\"migrate\", \"--user\", \"{schema}_owner\", \"--password-file\", \"/etc/estate/migrate/password\"]"
+    )?;
+    writeln!(out, "          env:")?;
+    writeln!(out, "            - name: ESTATE_CONFIG\n              value: /etc/estate/config/estate.toml")?;
+    writeln!(out, "          resources:")?;
+    writeln!(out, "            requests:\n              cpu: 50m\n              memory: 64Mi")?;
+    writeln!(out, "            limits:\n              cpu: 500m\n              memory: 128Mi")?;
+    writeln!(out, "          securityContext:")?;
+    writeln!(out, "            runAsNonRoot: true\n            runAsUser: 65532")?;
+    writeln!(out, "            allowPrivilegeEscalation: false\n            privileged: false")?;
+    writeln!(out, "            readOnlyRootFilesystem: true")?;
+    writeln!(out, "            capabilities:\n              drop:\n                - ALL")?;
+    writeln!(out, "            seccompProfile:\n              type: RuntimeDefault")?;
+    writeln!(out, "          volumeMounts:")?;
+    for (volume, path) in
+        [("config", "/etc/estate/config"), ("tls", "/etc/estate/tls"), ("owner", "/etc/estate/migrate")]
+    {
+        writeln!(out, "            - name: {volume}\n              mountPath: {path}\n              readOnly: true")?;
+    }
+    writeln!(out, "      volumes:")?;
+    writeln!(
+        out,
+        "        - name: config\n          configMap:\n            name: {name}-config\n            defaultMode: 0444"
+    )?;
+    writeln!(
+        out,
+        "        - name: tls\n          secret:\n            secretName: {name}-tls\n            defaultMode: 0400"
+    )?;
+    writeln!(
+        out,
+        "        - name: owner\n          secret:\n            secretName: {name}-db-owner\n            defaultMode: 0400"
+    )?;
+    Ok(())
 }
 
 fn namespace_selector(out: &mut String, indent: &str, namespace: &str) -> std::fmt::Result {
@@ -420,6 +515,24 @@ fn network_policies(sources: &Sources) -> Result<String> {
                 writeln!(out, "              - {cidr}")?;
             }
             writeln!(out, "      ports:\n        - protocol: TCP\n          port: 443")?;
+        }
+        if let Some(schema) = &s.schema {
+            // The migration Job: DNS and Postgres, nothing else, nothing in.
+            let job = format!("{name}-migrate");
+            writeln!(
+                out,
+                "---\n# {job}: runs `{name} migrate` as {schema}_owner.\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {job}\n  namespace: {ns}"
+            )?;
+            writeln!(out, "spec:\n  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: {job}")?;
+            writeln!(out, "  policyTypes:\n    - Ingress\n    - Egress\n  ingress: []\n  egress:\n    - to:")?;
+            namespace_selector(&mut out, "        ", "kube-system")?;
+            writeln!(
+                out,
+                "      ports:\n        - protocol: UDP\n          port: 53\n        - protocol: TCP\n          port: 53"
+            )?;
+            writeln!(out, "    - to:")?;
+            namespace_selector(&mut out, "        ", &infra.postgres.namespace)?;
+            writeln!(out, "      ports:\n        - protocol: TCP\n          port: {}", infra.postgres.port)?;
         }
     }
     Ok(out)
@@ -543,5 +656,35 @@ mod tests {
         // The namespace denies by default, in both layers.
         assert!(network.contains("name: default-deny"));
         assert!(istio.contains("name: deny-by-default") && istio.contains("mode: STRICT"));
+    }
+
+    #[test]
+    fn pc05_each_schema_is_migrated_by_a_job_as_its_owner_that_reaches_only_postgres() {
+        let sources = Sources::load(&crate::root()).unwrap();
+        let files = render(&sources).unwrap();
+        let workloads = &files[Path::new("k8s/base/generated/workloads.yaml")];
+        let network = &files[Path::new("k8s/base/generated/network-policies.yaml")];
+        for (service, schema) in
+            [("auth", "auth"), ("order", "orders"), ("payment", "payments"), ("inventory", "inventory")]
+        {
+            let job = document(workloads, "Job", &format!("{service}-migrate"));
+            assert!(
+                job.contains(&format!("args: [\"migrate\", \"--user\", \"{schema}_owner\", \"--password-file\"")),
+                "{job}"
+            );
+            assert!(
+                job.contains(&format!("secretName: {service}-db-owner")) && job.contains("defaultMode: 0400"),
+                "{job}"
+            );
+            assert!(job.contains(&format!("serviceAccountName: {service}-migrate")), "its own ServiceAccount: {job}");
+            // The service itself never gets the owner's password.
+            let deployment = document(workloads, "Deployment", service);
+            assert!(!deployment.contains("db-owner"), "{deployment}");
+            let policy = document(network, "NetworkPolicy", &format!("{service}-migrate"));
+            assert!(policy.contains("ingress: []") && policy.contains("port: 5432"), "{policy}");
+            assert!(!policy.contains("port: 8200") && !policy.contains("port: 8443"), "only Postgres: {policy}");
+        }
+        // The gateway has no schema and no Job.
+        assert!(!workloads.contains("name: gateway-migrate"));
     }
 }

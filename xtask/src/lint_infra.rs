@@ -590,7 +590,9 @@ mod typed {
                     } else {
                         &doc["spec"]["template"]["spec"]
                     };
-                    pod_spec(&what, pod, pinned_images, findings);
+                    // A run-to-completion pod serves nothing to probe.
+                    let serves = !matches!(doc["kind"].as_str(), Some("Job" | "CronJob"));
+                    pod_spec(&what, pod, pinned_images, serves, findings);
                 }
                 _ => {}
             }
@@ -624,7 +626,7 @@ mod typed {
         }
     }
 
-    fn pod_spec(what: &str, pod: &Value, pinned_images: bool, findings: &mut Vec<String>) {
+    fn pod_spec(what: &str, pod: &Value, pinned_images: bool, serves: bool, findings: &mut Vec<String>) {
         let mut problem = |text: &str| findings.push(format!("{what}: {text}"));
         let account = pod["serviceAccountName"].as_str().unwrap_or("default");
         if account == "default" {
@@ -679,7 +681,7 @@ mod typed {
                     problem(&format!("container {c} has no {limit} request and limit"));
                 }
             }
-            if container.get("readinessProbe").is_none() || container.get("livenessProbe").is_none() {
+            if serves && (container.get("readinessProbe").is_none() || container.get("livenessProbe").is_none()) {
                 problem(&format!("container {c} has no readiness and liveness probes"));
             }
             for env in container["env"].as_array().into_iter().flatten() {
