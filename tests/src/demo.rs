@@ -186,6 +186,12 @@ fn hops(estate: &Estate, trace: &str) -> Vec<String> {
     hops
 }
 
+fn show_hops(estate: &Estate, narrator: &Narrator, trace: &str) {
+    for hop in hops(estate, trace) {
+        narrator.detail("hop", &hop);
+    }
+}
+
 fn record(narrator: &Narrator, outcomes: &mut Vec<Outcome>, outcome: Outcome) {
     narrator.outcome(&outcome);
     outcomes.push(outcome);
@@ -247,9 +253,7 @@ pub async fn walkthrough(estate: &Estate, narrator: &Narrator) -> Vec<Outcome> {
     );
     narrator.say("who called whom, as each service saw it (mTLS peer SPIFFE ID, from the services' logs):");
     narrator.detail("gateway", &format!("← the browser, with alice's token; calls order as {}", spiffe("gateway")));
-    for hop in hops(estate, &checkout_trace) {
-        narrator.detail("hop", &hop);
-    }
+    show_hops(estate, narrator, &checkout_trace);
 
     narrator.say("the tokens order uses on those hops (the same requests, made here with order's client key):");
     match order_tokens(estate, &alice).await {
@@ -277,9 +281,7 @@ pub async fn walkthrough(estate: &Estate, narrator: &Narrator) -> Vec<Outcome> {
         estate.edge_call(Method::POST, &format!("/v1/orders/{order_id}/refund"), Some(&alice), None).await;
     let refund_trace = estate.last_edge_trace().unwrap_or_default();
     narrator.say("refund: order relays alice's own token to payment (token relay):");
-    for hop in hops(estate, &refund_trace) {
-        narrator.detail("hop", &hop);
-    }
+    show_hops(estate, narrator, &refund_trace);
     record(
         narrator,
         out,
@@ -292,85 +294,73 @@ pub async fn walkthrough(estate: &Estate, narrator: &Narrator) -> Vec<Outcome> {
     );
 
     narrator.heading("3. Attacks — each must be refused, and leave its trace in the SIEM");
-    edge_attack(
-        estate,
-        narrator,
-        out,
-        ("API1 BOLA", "bob reads alice's order"),
-        (Method::GET, format!("/v1/orders/{order_id}"), Some(bob.clone()), None),
-        StatusCode::NOT_FOUND,
-    )
-    .await;
     let parts: Vec<&str> = alice.split('.').collect();
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let unsigned =
         format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"at+jwt"}"#), parts.get(1).copied().unwrap_or_default());
-    edge_attack(
-        estate,
-        narrator,
-        out,
-        ("PC-02 token validation", "alg: none token"),
-        (Method::GET, "/v1/orders".into(), Some(unsigned), None),
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
     let expired = estate.expired_copy(&alice).await;
-    edge_attack(
-        estate,
-        narrator,
-        out,
-        ("PC-02 token validation", "expired token (real signature)"),
-        (Method::GET, "/v1/orders".into(), Some(expired), None),
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
     let misaddressed = estate.ops_token("inventory-api").await;
-    edge_attack(
-        estate,
-        narrator,
-        out,
-        ("PC-02 audience", "token for another audience"),
-        (Method::GET, "/v1/orders".into(), Some(misaddressed), None),
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
-    edge_attack(
-        estate,
-        narrator,
-        out,
-        ("API3 mass assignment", "order with our own unit price"),
+    let mine = format!("/v1/orders/{order_id}");
+    let edge_attacks: [EdgeAttack<'_>; 7] = [
+        ("API1 BOLA", "bob reads alice's order", Method::GET, &mine, &bob, None, StatusCode::NOT_FOUND),
         (
+            "PC-02 token validation",
+            "alg: none token",
+            Method::GET,
+            "/v1/orders",
+            &unsigned,
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "PC-02 token validation",
+            "expired token (real signature)",
+            Method::GET,
+            "/v1/orders",
+            &expired,
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "PC-02 audience",
+            "token for another audience",
+            Method::GET,
+            "/v1/orders",
+            &misaddressed,
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "API3 mass assignment",
+            "order with our own unit price",
             Method::POST,
-            "/v1/orders".into(),
-            Some(alice.clone()),
+            "/v1/orders",
+            &alice,
             Some(json!({ "lines": [{ "sku": "TEA-01", "quantity": 1, "unit_price_cents": 1 }] })),
+            StatusCode::BAD_REQUEST,
         ),
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    edge_attack(
-        estate,
-        narrator,
-        out,
-        ("API3 mass assignment", "PATCH status to \"paid\""),
-        (Method::PATCH, format!("/v1/orders/{order_id}"), Some(alice.clone()), Some(json!({ "status": "paid" }))),
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    edge_attack(
-        estate,
-        narrator,
-        out,
-        ("API7 SSRF", "webhook to 169.254.169.254"),
         (
-            Method::POST,
-            "/v1/webhooks".into(),
-            Some(alice.clone()),
-            Some(json!({ "url": "https://169.254.169.254/latest/meta-data/" })),
+            "API3 mass assignment",
+            "PATCH status to \"paid\"",
+            Method::PATCH,
+            &mine,
+            &alice,
+            Some(json!({ "status": "paid" })),
+            StatusCode::BAD_REQUEST,
         ),
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+        (
+            "API7 SSRF",
+            "webhook to 169.254.169.254",
+            Method::POST,
+            "/v1/webhooks",
+            &alice,
+            Some(json!({ "url": "https://169.254.169.254/latest/meta-data/" })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for attack in edge_attacks {
+        edge_attack(estate, narrator, out, attack).await;
+    }
 
     narrator.say(&format!("direct call to order's API (https://{}) without a workload certificate:", estate.order));
     let direct = direct_without_mtls(estate).await;
@@ -453,16 +443,17 @@ pub async fn walkthrough(estate: &Estate, narrator: &Narrator) -> Vec<Outcome> {
     outcomes
 }
 
+/// An attack at the edge: control, step, method, path, token, body, the refusal it must get.
+type EdgeAttack<'a> = (&'static str, &'static str, Method, &'a str, &'a str, Option<Value>, StatusCode);
+
 /// An attack at the edge: the call, its response and its SIEM event.
 async fn edge_attack(
     estate: &Estate,
     narrator: &Narrator,
     out: &mut Vec<Outcome>,
-    (control, step): (&'static str, &'static str),
-    (method, path, token, body): (Method, String, Option<String>, Option<Value>),
-    expected: StatusCode,
+    (control, step, method, path, token, body, expected): EdgeAttack<'_>,
 ) {
-    let (status, _, problem) = estate.edge_call(method.clone(), &path, token.as_deref(), body.as_ref()).await;
+    let (status, _, problem) = estate.edge_call(method.clone(), path, Some(token), body.as_ref()).await;
     narrator.say(&format!("{step}: {method} {path}"));
     show_edge_event(estate, narrator).await;
     let detail = problem["detail"].as_str().map(|d| format!(": {d}")).unwrap_or_default();

@@ -227,15 +227,7 @@ fn workloads(sources: &Sources) -> Result<String> {
         labels(&mut out, "        ", t, name)?;
         writeln!(out, "      annotations:\n        sidecar.istio.io/inject: \"true\"")?;
         writeln!(out, "    spec:")?;
-        writeln!(out, "      serviceAccountName: {name}")?;
-        writeln!(out, "      automountServiceAccountToken: false")?;
-        writeln!(out, "      enableServiceLinks: false")?;
-        writeln!(out, "      securityContext:")?;
-        writeln!(
-            out,
-            "        runAsNonRoot: true\n        runAsUser: 65532\n        runAsGroup: 65532\n        fsGroup: 65532"
-        )?;
-        writeln!(out, "        seccompProfile:\n          type: RuntimeDefault")?;
+        pod_security(&mut out, name)?;
         writeln!(out, "      topologySpreadConstraints:")?;
         writeln!(out, "        - maxSkew: 1\n          topologyKey: kubernetes.io/hostname")?;
         writeln!(out, "          whenUnsatisfiable: ScheduleAnyway")?;
@@ -268,12 +260,7 @@ fn workloads(sources: &Sources) -> Result<String> {
         writeln!(out, "          resources:")?;
         writeln!(out, "            requests:\n              cpu: 100m\n              memory: 128Mi")?;
         writeln!(out, "            limits:\n              cpu: \"1\"\n              memory: 256Mi")?;
-        writeln!(out, "          securityContext:")?;
-        writeln!(out, "            runAsNonRoot: true\n            runAsUser: 65532")?;
-        writeln!(out, "            allowPrivilegeEscalation: false\n            privileged: false")?;
-        writeln!(out, "            readOnlyRootFilesystem: true")?;
-        writeln!(out, "            capabilities:\n              drop:\n                - ALL")?;
-        writeln!(out, "            seccompProfile:\n              type: RuntimeDefault")?;
+        container_security(&mut out)?;
         writeln!(out, "          volumeMounts:")?;
         writeln!(
             out,
@@ -346,6 +333,29 @@ fn workloads(sources: &Sources) -> Result<String> {
     Ok(out)
 }
 
+/// A pod's account and restricted security context (Pod Security "restricted").
+fn pod_security(out: &mut String, account: &str) -> std::fmt::Result {
+    writeln!(out, "      serviceAccountName: {account}")?;
+    writeln!(out, "      automountServiceAccountToken: false")?;
+    writeln!(out, "      enableServiceLinks: false")?;
+    writeln!(out, "      securityContext:")?;
+    writeln!(
+        out,
+        "        runAsNonRoot: true\n        runAsUser: 65532\n        runAsGroup: 65532\n        fsGroup: 65532"
+    )?;
+    writeln!(out, "        seccompProfile:\n          type: RuntimeDefault")
+}
+
+/// A container's security context: non-root, no escalation, read-only root, no capabilities.
+fn container_security(out: &mut String) -> std::fmt::Result {
+    writeln!(out, "          securityContext:")?;
+    writeln!(out, "            runAsNonRoot: true\n            runAsUser: 65532")?;
+    writeln!(out, "            allowPrivilegeEscalation: false\n            privileged: false")?;
+    writeln!(out, "            readOnlyRootFilesystem: true")?;
+    writeln!(out, "            capabilities:\n              drop:\n                - ALL")?;
+    writeln!(out, "            seccompProfile:\n              type: RuntimeDefault")
+}
+
 /// `<name>-migrate`: a Job running `<name> migrate` as `<schema>_owner`
 /// (docs/deploy.md, "Schema migrations"), with its own ServiceAccount (no
 /// OpenBao login, no API token), the owner's password as a 0400 file from
@@ -379,15 +389,7 @@ fn migration_job(out: &mut String, t: &Topology, name: &str, schema: &str) -> st
     writeln!(out, "      annotations:\n        sidecar.istio.io/inject: \"false\"")?;
     writeln!(out, "    spec:")?;
     writeln!(out, "      restartPolicy: OnFailure")?;
-    writeln!(out, "      serviceAccountName: {job}")?;
-    writeln!(out, "      automountServiceAccountToken: false")?;
-    writeln!(out, "      enableServiceLinks: false")?;
-    writeln!(out, "      securityContext:")?;
-    writeln!(
-        out,
-        "        runAsNonRoot: true\n        runAsUser: 65532\n        runAsGroup: 65532\n        fsGroup: 65532"
-    )?;
-    writeln!(out, "        seccompProfile:\n          type: RuntimeDefault")?;
+    pod_security(out, &job)?;
     writeln!(out, "      containers:")?;
     writeln!(out, "        - name: migrate")?;
     writeln!(out, "          image: {}/{name}", t.image_registry)?;
@@ -401,12 +403,7 @@ fn migration_job(out: &mut String, t: &Topology, name: &str, schema: &str) -> st
     writeln!(out, "          resources:")?;
     writeln!(out, "            requests:\n              cpu: 50m\n              memory: 64Mi")?;
     writeln!(out, "            limits:\n              cpu: 500m\n              memory: 128Mi")?;
-    writeln!(out, "          securityContext:")?;
-    writeln!(out, "            runAsNonRoot: true\n            runAsUser: 65532")?;
-    writeln!(out, "            allowPrivilegeEscalation: false\n            privileged: false")?;
-    writeln!(out, "            readOnlyRootFilesystem: true")?;
-    writeln!(out, "            capabilities:\n              drop:\n                - ALL")?;
-    writeln!(out, "            seccompProfile:\n              type: RuntimeDefault")?;
+    container_security(out)?;
     writeln!(out, "          volumeMounts:")?;
     for (volume, path) in
         [("config", "/etc/estate/config"), ("tls", "/etc/estate/tls"), ("owner", "/etc/estate/migrate")]

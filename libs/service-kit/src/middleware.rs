@@ -116,12 +116,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(X_REQUEST_ID.clone(), value);
         }
-        let route = response
-            .extensions()
-            .get::<crate::metrics::RouteLabel>()
-            .map(|label| label.0.clone())
-            .or(matched)
-            .unwrap_or_else(|| "unmatched".to_owned());
+        let route = route_of(&response, matched);
         crate::otlp::record(crate::otlp::SpanRecord {
             trace_id: trace.trace_id_bytes(),
             span_id: trace.span_id_bytes(),
@@ -137,6 +132,17 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     // The trace is also the task's current trace, so outbound clients
     // (`telemetry::outbound_trace_headers`, `PropagateTraceLayer`) continue it.
     crate::telemetry::with_trace(trace, handled.instrument(span)).await
+}
+
+/// The route a response was for: the handler's label (the gateway's route
+/// table), else the router's matched template, else `unmatched` — never the raw path.
+fn route_of(response: &Response, matched: Option<String>) -> String {
+    response
+        .extensions()
+        .get::<crate::metrics::RouteLabel>()
+        .map(|label| label.0.clone())
+        .or(matched)
+        .unwrap_or_else(|| "unmatched".to_owned())
 }
 
 /// The audit action and reason of a refusal no handler explained.
@@ -179,12 +185,7 @@ pub async fn audit_refusals(
         && !audited
         && let Some(log) = audit.get()
     {
-        let route = response
-            .extensions()
-            .get::<crate::metrics::RouteLabel>()
-            .map(|label| label.0.clone())
-            .or(matched)
-            .unwrap_or_else(|| "unmatched".to_owned());
+        let route = route_of(&response, matched);
         let (action, generic) = refusal(status);
         // The handler's own reason for the metrics, when it gave one.
         let reason = response.extensions().get::<crate::metrics::Rejection>().map_or(generic, |r| r.0);
