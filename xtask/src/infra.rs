@@ -276,16 +276,7 @@ fn workloads(sources: &Sources) -> Result<String> {
         )?;
         writeln!(out, "            - name: tmp\n              mountPath: /tmp")?;
         writeln!(out, "            - name: spool\n              mountPath: /var/lib/estate/spool")?;
-        writeln!(out, "      volumes:")?;
-        writeln!(
-            out,
-            "        - name: config\n          configMap:\n            name: {name}-config\n            defaultMode: 0444"
-        )?;
-        // Secrets as files, owner-read only, on tmpfs (secret volumes are); never env vars.
-        writeln!(
-            out,
-            "        - name: tls\n          secret:\n            secretName: {name}-tls\n            defaultMode: 0400"
-        )?;
+        config_and_tls_volumes(&mut out, name)?;
         // A short-lived token for OpenBao's Kubernetes auth only (audience `openbao`).
         writeln!(
             out,
@@ -344,6 +335,20 @@ fn pod_security(out: &mut String, account: &str) -> std::fmt::Result {
         "        runAsNonRoot: true\n        runAsUser: 65532\n        runAsGroup: 65532\n        fsGroup: 65532"
     )?;
     writeln!(out, "        seccompProfile:\n          type: RuntimeDefault")
+}
+
+/// `volumes:` with the service's configuration (ConfigMap) and its secret
+/// files — owner-read only, on tmpfs (secret volumes are); never env vars.
+fn config_and_tls_volumes(out: &mut String, name: &str) -> std::fmt::Result {
+    writeln!(out, "      volumes:")?;
+    writeln!(
+        out,
+        "        - name: config\n          configMap:\n            name: {name}-config\n            defaultMode: 0444"
+    )?;
+    writeln!(
+        out,
+        "        - name: tls\n          secret:\n            secretName: {name}-tls\n            defaultMode: 0400"
+    )
 }
 
 /// A container's security context: non-root, no escalation, read-only root, no capabilities.
@@ -410,15 +415,7 @@ fn migration_job(out: &mut String, t: &Topology, name: &str, schema: &str) -> st
     {
         writeln!(out, "            - name: {volume}\n              mountPath: {path}\n              readOnly: true")?;
     }
-    writeln!(out, "      volumes:")?;
-    writeln!(
-        out,
-        "        - name: config\n          configMap:\n            name: {name}-config\n            defaultMode: 0444"
-    )?;
-    writeln!(
-        out,
-        "        - name: tls\n          secret:\n            secretName: {name}-tls\n            defaultMode: 0400"
-    )?;
+    config_and_tls_volumes(out, name)?;
     writeln!(
         out,
         "        - name: owner\n          secret:\n            secretName: {name}-db-owner\n            defaultMode: 0400"
