@@ -211,6 +211,21 @@ async fn pc09_the_gateway_limits_each_client_address_with_retry_after() {
     // Not even an unauthenticated probe gets through to the token check.
     let (status, _, _) = call(&estate, Method::GET, "/v1/orders", None, None).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // Nor a probe for routes that do not exist: scanning costs the same budget.
+    let (status, _, _) = call(&estate, Method::GET, "/v1/internal/admin", None, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn pc09_probing_for_unknown_routes_spends_the_address_budget() {
+    let estate = Estate::start_with(Options { gateway_ip_per_minute: Some(5), ..Options::default() }).await;
+    for n in 0..5 {
+        let (status, _, _) = call(&estate, Method::GET, &format!("/v1/probe-{n}"), None, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let (status, headers, _) = call(&estate, Method::GET, "/v1/probe-6", None, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the sixth probe of the minute");
+    assert!(headers.contains_key("retry-after"));
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! The forwarding handler: everything the gateway does to a request, in the
 //! order it does it — cheapest refusal first.
 //!
-//! 1. route table lookup (404; 405 with `Allow` for a routed path);
+//! 1. route table lookup (404; 405 with `Allow` for a routed path — within
+//!    the client IP's budget of the default rate class, so route probing is
+//!    rate-limited too);
 //! 2. CORS preflight for configured origins only;
 //! 3. rate limit per client IP (429 + `Retry-After`, audited);
 //! 4. body size from `Content-Length` (413 before reading), then while reading;
@@ -210,6 +212,15 @@ async fn handle(gateway: &Gateway, request: Request, lookup: Lookup<'_>) -> Resp
         };
     }
 
+    // Probing for routes costs the same per-address budget as using them, so
+    // a scanner's refusals (each audited) stop at its budget too.
+    if !matches!(lookup, Lookup::Found(_))
+        && let Some(ip) = ip
+        && let Err(wait) = gateway.limits.check(crate::routes::DEFAULT_CLASS, Dimension::Ip, &ip.to_string()).await
+    {
+        gateway.audit_limit(Dimension::Ip, Some(ip), None);
+        return refused(with_cors(too_many(wait), origin), "rate_limited_ip");
+    }
     let route = match lookup {
         Lookup::Found(route) => route,
         Lookup::OtherMethods(methods) => {

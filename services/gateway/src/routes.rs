@@ -28,8 +28,11 @@ pub struct RouteSettings {
     pub body_limit: usize,
 }
 
+/// The rate class of routes that name none — and of requests that match no route.
+pub const DEFAULT_CLASS: &str = "default";
+
 fn default_class() -> String {
-    "default".into()
+    DEFAULT_CLASS.into()
 }
 
 fn default_body_limit() -> usize {
