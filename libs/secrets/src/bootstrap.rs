@@ -95,13 +95,23 @@ impl<'a> Bootstrap<'a> {
     /// PKI engine at `pki/` with a development root CA (its name carries the
     /// development marker that production mode refuses).
     pub async fn engines(&self) -> Result<(), OpenBaoError> {
+        self.engines_with_ca("Estate Development Workload CA").await
+    }
+
+    /// The same with the workload CA named `ca_common_name`. Idempotent:
+    /// mounted engines stay, and an engine that has a CA keeps it (a second
+    /// run must not replace the trust bundle every workload holds).
+    pub async fn engines_with_ca(&self, ca_common_name: &str) -> Result<(), OpenBaoError> {
         self.enable("sys/auth/approle", json!({ "type": "approle" })).await?;
         self.enable("sys/mounts/kv", json!({ "type": "kv", "options": { "version": "2" } })).await?;
         self.enable("sys/mounts/database", json!({ "type": "database" })).await?;
         self.enable("sys/mounts/pki", json!({ "type": "pki", "config": { "max_lease_ttl": "87600h" } })).await?;
+        if self.admin.pki_ca_pem("pki").await?.is_some() {
+            return Ok(());
+        }
         self.post(
             "pki/root/generate/internal",
-            json!({ "common_name": "Estate Development Workload CA", "ttl": "87600h", "key_type": "ec", "key_bits": 256 }),
+            json!({ "common_name": ca_common_name, "ttl": "87600h", "key_type": "ec", "key_bits": 256 }),
         )
         .await
     }

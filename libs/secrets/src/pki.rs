@@ -92,6 +92,17 @@ impl OpenBao {
         Ok(response.data.certificate)
     }
 
+    /// The PKI engine's CA certificate (PEM) — the workloads' trust bundle;
+    /// `None` while the engine has no CA yet.
+    pub async fn pki_ca_pem(&self, mount: &str) -> Result<Option<String>, OpenBaoError> {
+        let path = format!("{mount}/cert/ca");
+        match self.call::<CertResponse>(Method::GET, &path, None, false).await {
+            Ok(response) => Ok(response.map(|r| r.data.certificate).filter(|pem| !pem.trim().is_empty())),
+            Err(OpenBaoError::Status { status: 400 | 404, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Revoke the certificate `serial_number` (`aa:bb:…`); the engine
     /// rebuilds its CRL. An operator (or incident tooling) permission.
     pub async fn revoke_certificate(&self, mount: &str, serial_number: &str) -> Result<(), OpenBaoError> {

@@ -1,0 +1,92 @@
+//! `estate-bootstrap`: a deployment's one-time (and re-runnable) setup.
+//!
+//! - `estate-bootstrap certs --out DIR`: the estate CA and server
+//!   certificates ([`certs`]).
+//! - `estate-bootstrap configure --openbao URL --openbao-ca FILE --token-file
+//!   FILE --postgres HOST:PORT --postgres-ca FILE [--postgres-ca-for-openbao
+//!   FILE] --postgres-user USER --postgres-password-file FILE [--database
+//!   NAME] --certs DIR --secrets DIR`: OpenBao and Postgres as the services
+//!   expect them, and each service's secret files ([`configure`]).
+//!
+//! Secrets come from files and go to files (0400); nothing secret is taken
+//! from argv or the environment, and nothing secret is printed.
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command-line tool talks on its terminal")]
+
+mod certs;
+mod configure;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: estate-bootstrap certs --out DIR
+       estate-bootstrap configure --openbao URL --openbao-ca FILE --token-file FILE \\
+           --postgres HOST:PORT --postgres-ca FILE [--postgres-ca-for-openbao FILE] \\
+           --postgres-user USER --postgres-password-file FILE [--database NAME] --certs DIR --secrets DIR";
+
+fn options(args: &[String]) -> Result<HashMap<String, String>> {
+    let mut options = HashMap::new();
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let name = flag.strip_prefix("--").with_context(|| format!("unexpected {flag:?}\n{USAGE}"))?;
+        let value = rest.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        options.insert(name.to_owned(), value.clone());
+    }
+    Ok(options)
+}
+
+fn run(args: &[String]) -> Result<String> {
+    let (command, rest) = args.split_first().context(USAGE)?;
+    let mut options = options(rest)?;
+    let mut take = |name: &str| options.remove(name).with_context(|| format!("--{name} is required\n{USAGE}"));
+    match command.as_str() {
+        "certs" => {
+            let out = PathBuf::from(take("out")?);
+            certs::run(&out)
+        }
+        "configure" => {
+            let (host, port) = take("postgres")?
+                .rsplit_once(':')
+                .map(|(h, p)| (h.to_owned(), p.to_owned()))
+                .with_context(|| format!("--postgres is HOST:PORT\n{USAGE}"))?;
+            let postgres_ca = PathBuf::from(take("postgres-ca")?);
+            let settings = configure::Settings {
+                openbao: take("openbao")?,
+                openbao_ca: take("openbao-ca")?.into(),
+                token_file: take("token-file")?.into(),
+                postgres_host: host,
+                postgres_port: port.parse().context("--postgres port")?,
+                database: take("database").unwrap_or_else(|_| "estate".into()),
+                postgres_ca_for_openbao: take("postgres-ca-for-openbao")
+                    .map_or_else(|_| postgres_ca.clone(), PathBuf::from),
+                postgres_ca,
+                postgres_user: take("postgres-user")?,
+                postgres_password_file: take("postgres-password-file")?.into(),
+                certs: take("certs")?.into(),
+                secrets: take("secrets")?.into(),
+            };
+            if let Some(unknown) = options.keys().next() {
+                bail!("unknown option --{unknown}\n{USAGE}");
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(configure::run(&settings))
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("estate-bootstrap: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

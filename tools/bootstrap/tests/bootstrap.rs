@@ -1,0 +1,154 @@
+//! `estate-bootstrap`, run as its binary against a real OpenBao and a real
+//! Postgres: certificates, then `configure` — after which every workload
+//! logs in with the files written for it and gets exactly what it needs.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed step should panic the test")]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use estate_secrets::bootstrap::{AppRoleCredentials, spiffe_id};
+use estate_secrets::database::{DatabaseLogin, DatabaseSettings};
+use estate_testkit::{TestOpenBao, TestPostgres};
+use secrecy::SecretString;
+
+fn bootstrap(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_estate-bootstrap")).args(args).output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn certs_are_generated_once_with_private_keys_readable_by_the_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    let first = bootstrap(&["certs", "--out", out.to_str().unwrap()]);
+    assert!(first.status.success(), "{}", text(&first));
+    let ca = std::fs::read_to_string(out.join("ca.pem")).unwrap();
+    assert!(ca.contains("BEGIN CERTIFICATE"));
+    for name in ["postgres", "openbao", "siem", "auth", "gateway", "order", "payment", "inventory"] {
+        assert_eq!(mode(&out.join(format!("{name}/tls.key"))), 0o400, "{name}");
+        assert!(std::fs::read_to_string(out.join(format!("{name}/tls.crt"))).unwrap().contains("BEGIN CERTIFICATE"));
+    }
+    assert_eq!(mode(&out.join("ca.key")), 0o400);
+    assert_eq!(mode(&out.join("postgres/superuser-password")), 0o400);
+    let again = bootstrap(&["certs", "--out", out.to_str().unwrap()]);
+    assert!(again.status.success() && text(&again).contains("nothing changed"), "{}", text(&again));
+    assert_eq!(std::fs::read_to_string(out.join("ca.pem")).unwrap(), ca, "the CA is kept");
+}
+
+async fn login(bao: &TestOpenBao, secrets: &Path, service: &str) -> estate_secrets::OpenBao {
+    let read = |name: &str| std::fs::read_to_string(secrets.join(service).join(name)).unwrap().trim().to_owned();
+    let credentials = AppRoleCredentials { role_id: read("role-id"), secret_id: SecretString::from(read("secret-id")) };
+    estate_secrets::testing::login(bao, &credentials).await.unwrap()
+}
+
+#[tokio::test]
+async fn pc05_configure_gives_every_workload_its_own_least_privilege_and_runs_again_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (certs, secrets) = (d.join("certs"), d.join("secrets"));
+    assert!(bootstrap(&["certs", "--out", certs.to_str().unwrap()]).status.success());
+    let bao = TestOpenBao::start().await.unwrap();
+    let pg = TestPostgres::start().await.unwrap();
+    // A superuser for the bootstrap (a deployment's is `postgres`, password from `certs`).
+    let password = "b00tstrap0superuser0password0123";
+    let admin = pg.admin_pool().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE boot SUPERUSER LOGIN PASSWORD '{password}'")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let section = pg.database_section(d, "boot", password).unwrap();
+    let token = write(d, "token", bao.root_token());
+    let bao_ca = write(d, "bao-ca.pem", bao.ca_pem());
+    let port = pg.port().to_string();
+    let postgres = format!("127.0.0.1:{port}");
+    let args = [
+        "configure",
+        "--openbao",
+        bao.addr(),
+        "--openbao-ca",
+        bao_ca.to_str().unwrap(),
+        "--token-file",
+        token.to_str().unwrap(),
+        "--postgres",
+        &postgres,
+        "--postgres-ca",
+        section["ca_file"].as_str().unwrap(),
+        "--postgres-user",
+        "boot",
+        "--postgres-password-file",
+        section["login"]["password"].as_str().unwrap().trim_start_matches("file:"),
+        "--database",
+        section["name"].as_str().unwrap(),
+        "--certs",
+        certs.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
+    ];
+    let configured = bootstrap(&args);
+    assert!(configured.status.success(), "{}", text(&configured));
+    assert!(!text(&configured).contains(bao.root_token()), "nothing secret is printed");
+
+    for service in ["auth", "gateway", "order", "payment", "inventory"] {
+        for secret in ["secret-id", "tls.key", "metrics-token"] {
+            assert_eq!(mode(&secrets.join(service).join(secret)), 0o400, "{service}/{secret}");
+        }
+        let client = login(&bao, &secrets, service).await;
+        let minute = std::time::Duration::from_secs(60);
+        let own = client.issue_spiffe_certificate("pki", service, &spiffe_id(service), minute).await;
+        assert!(own.is_ok(), "{service} gets its own SVID");
+        let other = if service == "order" { "payment" } else { "order" };
+        let foreign = client.issue_spiffe_certificate("pki", other, &spiffe_id(other), minute).await;
+        assert!(foreign.is_err(), "{service} cannot get {other}'s SVID");
+        let bundle = std::fs::read_to_string(secrets.join(service).join("bundle.pem")).unwrap();
+        assert!(bundle.contains("BEGIN CERTIFICATE"));
+    }
+    estate_testkit::evidence::refused("another workload's SVID");
+
+    // order: its client key in OpenBao (nobody else's), a leased login that
+    // reads and writes its schema but runs no DDL; its owner's password for migrations.
+    let order = login(&bao, &secrets, "order").await;
+    assert!(order.kv_field("kv", "order/oauth", "private_key").await.is_ok());
+    let payment = login(&bao, &secrets, "payment").await;
+    assert!(payment.kv_field("kv", "order/oauth", "private_key").await.is_err(), "payment cannot read order's key");
+    assert!(std::fs::read_to_string(secrets.join("auth/order-svc.pub.pem")).unwrap().contains("PUBLIC KEY"));
+    let settings = DatabaseSettings {
+        host: "127.0.0.1".into(),
+        port: pg.port(),
+        name: section["name"].as_str().unwrap().to_owned(),
+        login: DatabaseLogin::Openbao { mount: "database".into(), role: "order-app".into() },
+        ca_file: section["ca_file"].as_str().unwrap().into(),
+        max_connections: 1,
+    };
+    let pool = settings.connect(Some(&order), None).await.unwrap();
+    let ddl = sqlx::raw_sql("CREATE TABLE orders.sneaky (x int)").execute(&pool).await;
+    assert!(ddl.is_err_and(|e| e.to_string().contains("permission denied")), "the leased login runs no DDL");
+    let owner = std::fs::read_to_string(secrets.join("order-migrate/password")).unwrap();
+    assert_eq!(mode(&secrets.join("order-migrate/password")), 0o400);
+    let as_owner = sqlx::PgPool::connect_with(pg.options_for("orders_owner", owner.trim())).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE orders.migrated (x int)").execute(&as_owner).await.unwrap();
+    sqlx::raw_sql("INSERT INTO orders.migrated VALUES (1)").execute(&pool).await.unwrap();
+    estate_testkit::evidence::allowed("each workload's own SVID, secrets and database login");
+
+    // Again: nothing is replaced — the same roles, the same workload CA, logins still work.
+    let bundle = std::fs::read_to_string(secrets.join("order/bundle.pem")).unwrap();
+    let again = bootstrap(&args);
+    assert!(again.status.success() && text(&again).contains("new schemas: none"), "{}", text(&again));
+    assert_eq!(std::fs::read_to_string(secrets.join("order/bundle.pem")).unwrap(), bundle, "the workload CA is kept");
+    let order = login(&bao, &secrets, "order").await;
+    let pool = settings.connect(Some(&order), None).await.unwrap();
+    sqlx::raw_sql("SELECT count(*) FROM orders.migrated").execute(&pool).await.unwrap();
+}
