@@ -24,7 +24,7 @@ fn on_path(program: &str) -> Option<PathBuf> {
 }
 
 /// `bao`: `$TESTKIT_BAO`, else the project venv, else `PATH`.
-pub(crate) fn bao() -> Result<PathBuf, TestkitError> {
+pub fn bao() -> Result<PathBuf, TestkitError> {
     env::var_os("TESTKIT_BAO")
         .map(PathBuf::from)
         .or_else(|| Some(workspace_root().join(".estate/tools/venv/bin/bao")).filter(|p| p.is_file()))

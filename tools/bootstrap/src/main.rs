@@ -2,8 +2,8 @@
 //!
 //! - `estate-bootstrap certs --out DIR`: the estate CA and server
 //!   certificates ([`certs`]).
-//! - `estate-bootstrap configure --openbao URL --openbao-ca FILE --token-file
-//!   FILE --postgres HOST:PORT --postgres-ca FILE [--postgres-ca-for-openbao
+//! - `estate-bootstrap configure --openbao URL --openbao-ca FILE (--token-file
+//!   FILE | --init-dir DIR) --postgres HOST:PORT --postgres-ca FILE [--postgres-ca-for-openbao
 //!   FILE] --postgres-user USER --postgres-password-file FILE [--database
 //!   NAME] --certs DIR --secrets DIR`: OpenBao and Postgres as the services
 //!   expect them, and each service's secret files ([`configure`]).
@@ -14,6 +14,7 @@
 
 mod certs;
 mod configure;
+mod unseal;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 const USAGE: &str = "usage: estate-bootstrap certs --out DIR
-       estate-bootstrap configure --openbao URL --openbao-ca FILE --token-file FILE \\
+       estate-bootstrap configure --openbao URL --openbao-ca FILE (--token-file FILE | --init-dir DIR) \\
            --postgres HOST:PORT --postgres-ca FILE [--postgres-ca-for-openbao FILE] \\
            --postgres-user USER --postgres-password-file FILE [--database NAME] --certs DIR --secrets DIR";
 
@@ -52,10 +53,21 @@ fn run(args: &[String]) -> Result<String> {
                 .map(|(h, p)| (h.to_owned(), p.to_owned()))
                 .with_context(|| format!("--postgres is HOST:PORT\n{USAGE}"))?;
             let postgres_ca = PathBuf::from(take("postgres-ca")?);
+            let openbao = take("openbao")?;
+            let openbao_ca = PathBuf::from(take("openbao-ca")?);
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let token_file = match (take("token-file"), take("init-dir")) {
+                (Ok(file), Err(_)) => PathBuf::from(file),
+                (Err(_), Ok(dir)) => {
+                    let ca = std::fs::read(&openbao_ca).context("OpenBao CA")?;
+                    runtime.block_on(unseal::init_and_unseal(&openbao, &ca, std::path::Path::new(&dir)))?
+                }
+                _ => bail!("give exactly one of --token-file and --init-dir\n{USAGE}"),
+            };
             let settings = configure::Settings {
-                openbao: take("openbao")?,
-                openbao_ca: take("openbao-ca")?.into(),
-                token_file: take("token-file")?.into(),
+                openbao,
+                openbao_ca,
+                token_file,
                 postgres_host: host,
                 postgres_port: port.parse().context("--postgres port")?,
                 database: take("database").unwrap_or_else(|_| "estate".into()),
@@ -70,7 +82,6 @@ fn run(args: &[String]) -> Result<String> {
             if let Some(unknown) = options.keys().next() {
                 bail!("unknown option --{unknown}\n{USAGE}");
             }
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(configure::run(&settings))
         }
         _ => bail!("{USAGE}"),

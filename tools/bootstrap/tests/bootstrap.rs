@@ -152,3 +152,125 @@ async fn pc05_configure_gives_every_workload_its_own_least_privilege_and_runs_ag
     let pool = settings.connect(Some(&order), None).await.unwrap();
     sqlx::raw_sql("SELECT count(*) FROM orders.migrated").execute(&pool).await.unwrap();
 }
+
+/// A real, non-dev OpenBao server as compose runs it (raft storage, TLS with
+/// the `certs` output), on a free loopback port; killed on drop.
+struct Server {
+    _child: tokio::process::Child,
+    addr: String,
+}
+
+async fn openbao_server(dir: &Path, certs: &Path) -> Server {
+    let (port, cluster) = (estate_testkit::free_port().unwrap(), estate_testkit::free_port().unwrap());
+    let data = dir.join("openbao-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = write(
+        dir,
+        "openbao.hcl",
+        &format!(
+            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"openbao-0\"\n}}\n\
+             listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  \
+             tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n}}\n\
+             api_addr = \"https://127.0.0.1:{port}\"\ncluster_addr = \"https://127.0.0.1:{cluster}\"\n",
+            data.display(),
+            certs.join("openbao/tls.crt").display(),
+            certs.join("openbao/tls.key").display()
+        ),
+    );
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("openbao.log")).unwrap();
+    let child = tokio::process::Command::new(estate_testkit::bao().unwrap())
+        .arg("server")
+        .arg(format!("-config={}", config.display()))
+        .stdout(std::process::Stdio::from(log.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = format!("https://127.0.0.1:{port}");
+    // Ready when it answers (uninitialised or sealed, it still answers health).
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(certs.join("ca.pem")).unwrap()).unwrap();
+    let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while http.get(format!("{addr}/v1/sys/health")).send().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "OpenBao did not answer; see {}",
+            dir.join("openbao.log").display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Server { _child: child, addr }
+}
+
+#[tokio::test]
+async fn a_fresh_openbao_is_initialised_once_and_unsealed_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (certs, secrets, init) = (d.join("certs"), d.join("secrets"), d.join("openbao-init"));
+    assert!(bootstrap(&["certs", "--out", certs.to_str().unwrap()]).status.success());
+    let pg = TestPostgres::start().await.unwrap();
+    let password = "b00tstrap0superuser0password0456";
+    let admin = pg.admin_pool().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE boot SUPERUSER LOGIN PASSWORD '{password}'")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let section = pg.database_section(d, "boot", password).unwrap();
+    let postgres = format!("127.0.0.1:{}", pg.port());
+    let ca = certs.join("ca.pem");
+    let configure = |addr: String| {
+        let args: Vec<String> = [
+            "configure",
+            "--openbao",
+            &addr,
+            "--openbao-ca",
+            ca.to_str().unwrap(),
+            "--init-dir",
+            init.to_str().unwrap(),
+            "--postgres",
+            &postgres,
+            "--postgres-ca",
+            section["ca_file"].as_str().unwrap(),
+            "--postgres-user",
+            "boot",
+            "--postgres-password-file",
+            section["login"]["password"].as_str().unwrap().trim_start_matches("file:"),
+            "--database",
+            section["name"].as_str().unwrap(),
+            "--certs",
+            certs.to_str().unwrap(),
+            "--secrets",
+            secrets.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        bootstrap(&args)
+    };
+
+    let server = openbao_server(d, &certs).await;
+    let first = configure(server.addr.clone());
+    assert!(first.status.success(), "{}", text(&first));
+    assert_eq!(mode(&init.join("unseal-key")), 0o400);
+    assert_eq!(mode(&init.join("root-token")), 0o400);
+    let root = std::fs::read_to_string(init.join("root-token")).unwrap();
+    assert!(!text(&first).contains(root.trim()), "the root token is not printed");
+
+    // A restart seals it; the next run unseals it with the kept key and changes nothing.
+    drop(server);
+    let server = openbao_server(d, &certs).await;
+    let again = configure(server.addr.clone());
+    assert!(again.status.success() && text(&again).contains("new schemas: none"), "{}", text(&again));
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let read = |name: &str| std::fs::read_to_string(secrets.join("order").join(name)).unwrap().trim().to_owned();
+    let order = estate_secrets::OpenBao::login_approle(
+        &server.addr,
+        Some(&ca_pem),
+        &read("role-id"),
+        &SecretString::from(read("secret-id")),
+    )
+    .await
+    .unwrap();
+    assert!(order.kv_field("kv", "order/oauth", "private_key").await.is_ok(), "order works after the restart");
+}
