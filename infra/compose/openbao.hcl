@@ -13,7 +13,7 @@ listener "tcp" {
   address         = "0.0.0.0:8200"
   cluster_address = "0.0.0.0:8201"
   tls_cert_file   = "/certs/openbao/tls.crt"
-  tls_key_file    = "/certs/openbao/tls.key"
+  tls_key_file    = "/run/estate/tls.key"
 }
 
 api_addr     = "https://openbao.openbao.svc.cluster.local:8200"

@@ -18,7 +18,9 @@
 //!    `secret-id`, `tls.crt`/`tls.key` (from the certificates), `ca.pem` (the
 //!    estate CA), `bundle.pem` (the workload CA), `metrics-token`.
 //! 4. order's `private_key_jwt` key: the private key in `kv/order/oauth`
-//!    (field `private_key`), the public key to `SECRETS/auth/order-svc.pub.pem`.
+//!    (field `private_key`), the public key to `SECRETS/auth/order-svc.pub.pem`;
+//!    the operations console's: the private key to
+//!    `SECRETS/operator/ops-console.key.pem` (0400), the public key to auth.
 
 use std::path::{Path, PathBuf};
 
@@ -201,6 +203,14 @@ pub(crate) async fn run(settings: &Settings) -> Result<String> {
         let fields = serde_json::json!({ "private_key": key.serialize_pem() });
         admin.kv_write("kv", "order/oauth", fields.as_object().context("json")?).await?;
         write_file(&public, &key.public_key_pem(), 0o444)?;
+    }
+    // The operations console's key (private_key_jwt, `admin:*`): the private
+    // key for the operator only, the public key to auth.
+    let console = settings.secrets.join("auth/ops-console.pub.pem");
+    if !console.exists() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        write_file(&settings.secrets.join("operator/ops-console.key.pem"), &key.serialize_pem(), 0o400)?;
+        write_file(&console, &key.public_key_pem(), 0o444)?;
     }
     Ok(format!(
         "configured OpenBao ({} workloads) and Postgres (new schemas: {}); secret files in {}",

@@ -125,6 +125,8 @@ async fn pc05_configure_gives_every_workload_its_own_least_privilege_and_runs_ag
     let payment = login(&bao, &secrets, "payment").await;
     assert!(payment.kv_field("kv", "order/oauth", "private_key").await.is_err(), "payment cannot read order's key");
     assert!(std::fs::read_to_string(secrets.join("auth/order-svc.pub.pem")).unwrap().contains("PUBLIC KEY"));
+    assert!(std::fs::read_to_string(secrets.join("auth/ops-console.pub.pem")).unwrap().contains("PUBLIC KEY"));
+    assert_eq!(mode(&secrets.join("operator/ops-console.key.pem")), 0o400);
     let settings = DatabaseSettings {
         host: "127.0.0.1".into(),
         port: pg.port(),
