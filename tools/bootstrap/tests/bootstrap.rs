@@ -64,7 +64,7 @@ async fn pc05_configure_gives_every_workload_its_own_least_privilege_and_runs_ag
     let bao = TestOpenBao::start().await.unwrap();
     let pg = TestPostgres::start().await.unwrap();
     // A superuser for the bootstrap (a deployment's is `postgres`, password from `certs`).
-    let password = "b00tstrap0superuser0password0123";
+    let password = &uuid::Uuid::new_v4().simple().to_string();
     let admin = pg.admin_pool().await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE boot SUPERUSER LOGIN PASSWORD '{password}'")))
         .execute(&admin)
@@ -211,7 +211,7 @@ async fn a_fresh_openbao_is_initialised_once_and_unsealed_again_after_a_restart(
     let (certs, secrets, init) = (d.join("certs"), d.join("secrets"), d.join("openbao-init"));
     assert!(bootstrap(&["certs", "--out", certs.to_str().unwrap()]).status.success());
     let pg = TestPostgres::start().await.unwrap();
-    let password = "b00tstrap0superuser0password0456";
+    let password = &uuid::Uuid::new_v4().simple().to_string();
     let admin = pg.admin_pool().await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE boot SUPERUSER LOGIN PASSWORD '{password}'")))
         .execute(&admin)
