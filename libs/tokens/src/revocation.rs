@@ -138,6 +138,12 @@ impl RevocationList {
         self.snapshot.read().is_ok_and(|s| s.is_some())
     }
 
+    /// Whether signing key `kid` is on the list (false while none is loaded:
+    /// the full check after signature verification fails closed then).
+    pub(crate) fn key_revoked(&self, kid: &str) -> bool {
+        self.snapshot.read().is_ok_and(|guard| guard.as_ref().is_some_and(|snapshot| snapshot.keys.contains(kid)))
+    }
+
     /// Whether `token` may still be used.
     pub(crate) fn check(&self, token: &VerifiedToken) -> Result<(), Refusal> {
         let Ok(guard) = self.snapshot.read() else { return Err(Refusal::NotLoaded) };

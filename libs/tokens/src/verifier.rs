@@ -6,7 +6,9 @@
 //!    parsed — and `kid` must be present. `jku`, `jwk`, `x5u`, `x5c` are
 //!    never consulted: keys come only from the configured issuer's JWKS
 //!    (RFC 8725 §3.10). Unknown `crit` entries are refused;
-//! 3. the key: looked up by `kid` (an unknown `kid` triggers a rate-limited
+//! 3. the key: a `kid` on the revocation list is refused as revoked here,
+//!    before any lookup (whether the key has left the JWKS yet or not);
+//!    otherwise looked up by `kid` (an unknown `kid` triggers a rate-limited
 //!    refetch), and it must be pinned to the header's `alg`;
 //! 4. signature, `iss`, `aud`, `exp`, `nbf` (jsonwebtoken) with at most 60 s
 //!    leeway; `exp iss aud sub iat` required;
@@ -292,6 +294,15 @@ impl Verifier {
         let Some(validation) = self.inner.validation.get(&header.alg) else {
             return Err(TokenError::AlgorithmNotAllowed);
         };
+        // A token of a revoked signing key is refused as revoked whether or
+        // not the key is still in the JWKS (it leaves the JWKS and enters the
+        // list at about the same time): the audit trail then says "a
+        // compromised key's token", not "an unknown key", every time.
+        if let (Some(kid), Some(list)) = (header.kid.as_deref(), self.inner.revocations.as_ref())
+            && list.key_revoked(kid)
+        {
+            return Err(TokenError::Revoked);
+        }
         let key = match header.kid.as_deref() {
             Some(kid) => self.key_for(kid).await?,
             None if !config.require_kid => self.inner.keys.only_key().ok_or(TokenError::UnknownKey)?,

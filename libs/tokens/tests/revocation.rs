@@ -109,4 +109,11 @@ async fn pc12_tokens_signed_by_a_revoked_key_are_refused_and_the_new_keys_tokens
     verifier.refresh_revocations().await.unwrap();
     assert_eq!(verifier.verify(&old).await.unwrap_err(), TokenError::Revoked, "cached, yet refused");
     assert_eq!(verifier.verify(&new).await.unwrap().key_id(), Some(idp.active_key().kid()));
+    // Never seen before, key already gone from the JWKS: still "revoked", not
+    // "unknown key" — the audit trail names the compromised key every time.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = json!({ "alg": "ES256", "typ": "at+jwt", "kid": compromised.kid() }).to_string();
+    let unseen = format!("{}.{}.{}", b64.encode(header), b64.encode(r#"{"sub":"mallory"}"#), b64.encode("sig"));
+    assert_eq!(verifier.verify(&unseen).await.unwrap_err(), TokenError::Revoked);
 }
