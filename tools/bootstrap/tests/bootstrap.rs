@@ -49,6 +49,63 @@ async fn certs_are_generated_once_with_private_keys_readable_by_the_owner_only()
     assert_eq!(std::fs::read_to_string(out.join("ca.pem")).unwrap(), ca, "the CA is kept");
 }
 
+/// A Postgres with a superuser for the bootstrap (a deployment's is
+/// `postgres`, its password from `certs`) and its `[service.database]`-shaped section.
+async fn postgres_for_bootstrap(dir: &Path) -> (TestPostgres, serde_json::Value) {
+    let pg = TestPostgres::start().await.unwrap();
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    let admin = pg.admin_pool().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE boot SUPERUSER LOGIN PASSWORD '{password}'")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let section = pg.database_section(dir, "boot", &password).unwrap();
+    (pg, section)
+}
+
+/// `configure`'s arguments: OpenBao at `openbao` with its CA, authenticated
+/// by `auth` (`--token-file F` or `--init-dir D`), this Postgres.
+fn configure_args(
+    pg: &TestPostgres,
+    section: &serde_json::Value,
+    (openbao, openbao_ca): (&str, &Path),
+    auth: [&str; 2],
+    (certs, secrets): (&Path, &Path),
+) -> Vec<String> {
+    let postgres = format!("127.0.0.1:{}", pg.port());
+    let password_file = section["login"]["password"].as_str().unwrap().trim_start_matches("file:");
+    [
+        "configure",
+        "--openbao",
+        openbao,
+        "--openbao-ca",
+        openbao_ca.to_str().unwrap(),
+        auth[0],
+        auth[1],
+        "--postgres",
+        &postgres,
+        "--postgres-ca",
+        section["ca_file"].as_str().unwrap(),
+        "--postgres-user",
+        "boot",
+        "--postgres-password-file",
+        password_file,
+        "--database",
+        section["name"].as_str().unwrap(),
+        "--certs",
+        certs.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect()
+}
+
+fn run(args: &[String]) -> Output {
+    bootstrap(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 async fn login(bao: &TestOpenBao, secrets: &Path, service: &str) -> estate_secrets::OpenBao {
     let read = |name: &str| std::fs::read_to_string(secrets.join(service).join(name)).unwrap().trim().to_owned();
     let credentials = AppRoleCredentials { role_id: read("role-id"), secret_id: SecretString::from(read("secret-id")) };
@@ -62,43 +119,12 @@ async fn pc05_configure_gives_every_workload_its_own_least_privilege_and_runs_ag
     let (certs, secrets) = (d.join("certs"), d.join("secrets"));
     assert!(bootstrap(&["certs", "--out", certs.to_str().unwrap()]).status.success());
     let bao = TestOpenBao::start().await.unwrap();
-    let pg = TestPostgres::start().await.unwrap();
-    // A superuser for the bootstrap (a deployment's is `postgres`, password from `certs`).
-    let password = &uuid::Uuid::new_v4().simple().to_string();
-    let admin = pg.admin_pool().await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE boot SUPERUSER LOGIN PASSWORD '{password}'")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let section = pg.database_section(d, "boot", password).unwrap();
+    let (pg, section) = postgres_for_bootstrap(d).await;
     let token = write(d, "token", bao.root_token());
     let bao_ca = write(d, "bao-ca.pem", bao.ca_pem());
-    let port = pg.port().to_string();
-    let postgres = format!("127.0.0.1:{port}");
-    let args = [
-        "configure",
-        "--openbao",
-        bao.addr(),
-        "--openbao-ca",
-        bao_ca.to_str().unwrap(),
-        "--token-file",
-        token.to_str().unwrap(),
-        "--postgres",
-        &postgres,
-        "--postgres-ca",
-        section["ca_file"].as_str().unwrap(),
-        "--postgres-user",
-        "boot",
-        "--postgres-password-file",
-        section["login"]["password"].as_str().unwrap().trim_start_matches("file:"),
-        "--database",
-        section["name"].as_str().unwrap(),
-        "--certs",
-        certs.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-    ];
-    let configured = bootstrap(&args);
+    let token_arg = token.to_str().unwrap();
+    let args = configure_args(&pg, &section, (bao.addr(), &bao_ca), ["--token-file", token_arg], (&certs, &secrets));
+    let configured = run(&args);
     assert!(configured.status.success(), "{}", text(&configured));
     assert!(!text(&configured).contains(bao.root_token()), "nothing secret is printed");
 
@@ -147,7 +173,7 @@ async fn pc05_configure_gives_every_workload_its_own_least_privilege_and_runs_ag
 
     // Again: nothing is replaced — the same roles, the same workload CA, logins still work.
     let bundle = std::fs::read_to_string(secrets.join("order/bundle.pem")).unwrap();
-    let again = bootstrap(&args);
+    let again = run(&args);
     assert!(again.status.success() && text(&again).contains("new schemas: none"), "{}", text(&again));
     assert_eq!(std::fs::read_to_string(secrets.join("order/bundle.pem")).unwrap(), bundle, "the workload CA is kept");
     let order = login(&bao, &secrets, "order").await;
@@ -210,46 +236,11 @@ async fn a_fresh_openbao_is_initialised_once_and_unsealed_again_after_a_restart(
     let d = dir.path();
     let (certs, secrets, init) = (d.join("certs"), d.join("secrets"), d.join("openbao-init"));
     assert!(bootstrap(&["certs", "--out", certs.to_str().unwrap()]).status.success());
-    let pg = TestPostgres::start().await.unwrap();
-    let password = &uuid::Uuid::new_v4().simple().to_string();
-    let admin = pg.admin_pool().await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE boot SUPERUSER LOGIN PASSWORD '{password}'")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let section = pg.database_section(d, "boot", password).unwrap();
-    let postgres = format!("127.0.0.1:{}", pg.port());
+    let (pg, section) = postgres_for_bootstrap(d).await;
     let ca = certs.join("ca.pem");
-    let configure = |addr: String| {
-        let args: Vec<String> = [
-            "configure",
-            "--openbao",
-            &addr,
-            "--openbao-ca",
-            ca.to_str().unwrap(),
-            "--init-dir",
-            init.to_str().unwrap(),
-            "--postgres",
-            &postgres,
-            "--postgres-ca",
-            section["ca_file"].as_str().unwrap(),
-            "--postgres-user",
-            "boot",
-            "--postgres-password-file",
-            section["login"]["password"].as_str().unwrap().trim_start_matches("file:"),
-            "--database",
-            section["name"].as_str().unwrap(),
-            "--certs",
-            certs.to_str().unwrap(),
-            "--secrets",
-            secrets.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|a| (*a).to_owned())
-        .collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        bootstrap(&args)
-    };
+    let init_arg = init.to_str().unwrap().to_owned();
+    let configure =
+        |addr: String| run(&configure_args(&pg, &section, (&addr, &ca), ["--init-dir", &init_arg], (&certs, &secrets)));
 
     let server = openbao_server(d, &certs).await;
     let first = configure(server.addr.clone());
