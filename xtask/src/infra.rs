@@ -213,12 +213,12 @@ fn workloads(sources: &Sources) -> Result<String> {
         let name = &s.name;
         let ns = &t.namespace;
         // One ServiceAccount per workload: its SPIFFE identity in the mesh and its OpenBao login.
-        writeln!(out, "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {ns}")?;
+        document(&mut out, "", "v1", "ServiceAccount", name, ns)?;
         writeln!(out, "  labels:")?;
         labels(&mut out, "    ", t, name)?;
         writeln!(out, "automountServiceAccountToken: false")?;
 
-        writeln!(out, "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}")?;
+        document(&mut out, "", "apps/v1", "Deployment", name, ns)?;
         writeln!(out, "  labels:")?;
         labels(&mut out, "    ", t, name)?;
         writeln!(out, "spec:\n  replicas: {}\n  revisionHistoryLimit: 3", s.replicas)?;
@@ -292,7 +292,7 @@ fn workloads(sources: &Sources) -> Result<String> {
         )?;
         writeln!(out, "        - name: spool\n          emptyDir:\n            sizeLimit: 256Mi")?;
 
-        writeln!(out, "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}")?;
+        document(&mut out, "", "v1", "Service", name, ns)?;
         writeln!(out, "  labels:")?;
         labels(&mut out, "    ", t, name)?;
         writeln!(out, "spec:\n  selector:\n    app.kubernetes.io/name: {name}\n  ports:")?;
@@ -312,10 +312,7 @@ fn workloads(sources: &Sources) -> Result<String> {
             s.management_port
         )?;
 
-        writeln!(
-            out,
-            "---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: {name}\n  namespace: {ns}"
-        )?;
+        document(&mut out, "", "policy/v1", "PodDisruptionBudget", name, ns)?;
         writeln!(out, "spec:\n  minAvailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: {name}")?;
         if let Some(schema) = &s.schema {
             migration_job(&mut out, t, name, schema)?;
@@ -370,22 +367,17 @@ fn container_security(out: &mut String) -> std::fmt::Result {
 fn migration_job(out: &mut String, t: &Topology, name: &str, schema: &str) -> std::fmt::Result {
     let ns = &t.namespace;
     let job = format!("{name}-migrate");
-    writeln!(out, "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {job}\n  namespace: {ns}")?;
+    document(out, "", "v1", "ServiceAccount", &job, ns)?;
     writeln!(out, "  labels:")?;
     labels(out, "    ", t, &job)?;
     writeln!(out, "automountServiceAccountToken: false")?;
-    writeln!(
-        out,
-        "---\n# The schema owner's password (kv/{name}/db-owner, field `password`), for the migration Job only."
-    )?;
-    writeln!(
-        out,
-        "apiVersion: external-secrets.io/v1\nkind: ExternalSecret\nmetadata:\n  name: {name}-db-owner\n  namespace: {ns}"
-    )?;
+    let comment =
+        format!("The schema owner's password (kv/{name}/db-owner, field `password`), for the migration Job only.");
+    document(out, &comment, "external-secrets.io/v1", "ExternalSecret", &format!("{name}-db-owner"), ns)?;
     writeln!(out, "spec:\n  refreshInterval: 1h\n  secretStoreRef:\n    name: openbao\n    kind: SecretStore")?;
     writeln!(out, "  target:\n    name: {name}-db-owner\n    creationPolicy: Owner\n    deletionPolicy: Retain")?;
     writeln!(out, "  dataFrom:\n    - extract:\n        key: {name}/db-owner")?;
-    writeln!(out, "---\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {job}\n  namespace: {ns}")?;
+    document(out, "", "batch/v1", "Job", &job, ns)?;
     writeln!(out, "  labels:")?;
     labels(out, "    ", t, &job)?;
     writeln!(out, "  annotations:\n    argocd.argoproj.io/hook: PreSync")?;
@@ -423,6 +415,24 @@ fn migration_job(out: &mut String, t: &Topology, name: &str, schema: &str) -> st
     Ok(())
 }
 
+/// The head of one YAML document: `---`, an optional comment, apiVersion, kind, name, namespace.
+fn document(out: &mut String, comment: &str, api_version: &str, kind: &str, name: &str, ns: &str) -> std::fmt::Result {
+    writeln!(out, "---")?;
+    if !comment.is_empty() {
+        writeln!(out, "# {comment}")?;
+    }
+    writeln!(out, "apiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: {ns}")
+}
+
+/// An egress rule to the cluster DNS (kube-system, port 53 UDP and TCP).
+fn dns_egress(out: &mut String, indent: &str) -> std::fmt::Result {
+    namespace_selector(out, &format!("{indent}    "), "kube-system")?;
+    writeln!(
+        out,
+        "{indent}  ports:\n{indent}    - protocol: UDP\n{indent}      port: 53\n{indent}    - protocol: TCP\n{indent}      port: 53"
+    )
+}
+
 fn namespace_selector(out: &mut String, indent: &str, namespace: &str) -> std::fmt::Result {
     writeln!(out, "{indent}- namespaceSelector:")?;
     writeln!(out, "{indent}    matchLabels:\n{indent}      kubernetes.io/metadata.name: {namespace}")
@@ -434,18 +444,12 @@ fn network_policies(sources: &Sources) -> Result<String> {
     let ns = &t.namespace;
     let mut out = String::from(HEADER);
     // Default deny, both directions, for every pod of the namespace.
-    writeln!(
-        out,
-        "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: default-deny\n  namespace: {ns}"
-    )?;
+    document(&mut out, "", "networking.k8s.io/v1", "NetworkPolicy", "default-deny", ns)?;
     writeln!(out, "spec:\n  podSelector: {{}}\n  policyTypes:\n    - Ingress\n    - Egress")?;
     let auth = sources.service("auth").context("infra/topology.toml has no auth service")?;
     for s in &t.service {
         let name = &s.name;
-        writeln!(
-            out,
-            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}"
-        )?;
+        document(&mut out, "", "networking.k8s.io/v1", "NetworkPolicy", name, ns)?;
         writeln!(out, "spec:\n  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: {name}")?;
         writeln!(out, "  policyTypes:\n    - Ingress\n    - Egress\n  ingress:")?;
         // East-west callers (from the policy files), plus every workload for auth's
@@ -474,11 +478,7 @@ fn network_policies(sources: &Sources) -> Result<String> {
         writeln!(out, "      ports:\n        - protocol: TCP\n          port: {}", s.management_port)?;
         writeln!(out, "  egress:")?;
         writeln!(out, "    - to:")?;
-        namespace_selector(&mut out, "        ", "kube-system")?;
-        writeln!(
-            out,
-            "      ports:\n        - protocol: UDP\n          port: 53\n        - protocol: TCP\n          port: 53"
-        )?;
+        dns_egress(&mut out, "    ")?;
         let mut callees: Vec<(&str, u16)> =
             sources.callees_of(name).iter().map(|c| (c.name.as_str(), c.api_port)).collect();
         if name != "auth" {
@@ -513,17 +513,11 @@ fn network_policies(sources: &Sources) -> Result<String> {
         if let Some(schema) = &s.schema {
             // The migration Job: DNS and Postgres, nothing else, nothing in.
             let job = format!("{name}-migrate");
-            writeln!(
-                out,
-                "---\n# {job}: runs `{name} migrate` as {schema}_owner.\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {job}\n  namespace: {ns}"
-            )?;
+            let comment = format!("{job}: runs `{name} migrate` as {schema}_owner.");
+            document(&mut out, &comment, "networking.k8s.io/v1", "NetworkPolicy", &job, ns)?;
             writeln!(out, "spec:\n  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: {job}")?;
             writeln!(out, "  policyTypes:\n    - Ingress\n    - Egress\n  ingress: []\n  egress:\n    - to:")?;
-            namespace_selector(&mut out, "        ", "kube-system")?;
-            writeln!(
-                out,
-                "      ports:\n        - protocol: UDP\n          port: 53\n        - protocol: TCP\n          port: 53"
-            )?;
+            dns_egress(&mut out, "    ")?;
             writeln!(out, "    - to:")?;
             namespace_selector(&mut out, "        ", &infra.postgres.namespace)?;
             writeln!(out, "      ports:\n        - protocol: TCP\n          port: {}", infra.postgres.port)?;
@@ -538,16 +532,10 @@ fn istio(sources: &Sources) -> Result<String> {
     let ns = &t.namespace;
     let mut out = String::from(HEADER);
     // Mesh mTLS only, no plaintext, in the whole namespace.
-    writeln!(
-        out,
-        "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: {ns}"
-    )?;
+    document(&mut out, "", "security.istio.io/v1", "PeerAuthentication", "default", ns)?;
     writeln!(out, "spec:\n  mtls:\n    mode: STRICT")?;
     // An ALLOW policy with no rules matches nothing: everything not allowed below is denied.
-    writeln!(
-        out,
-        "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-by-default\n  namespace: {ns}"
-    )?;
+    document(&mut out, "", "security.istio.io/v1", "AuthorizationPolicy", "deny-by-default", ns)?;
     writeln!(out, "spec: {{}}")?;
     for s in &t.service {
         let name = &s.name;
@@ -559,10 +547,7 @@ fn istio(sources: &Sources) -> Result<String> {
         if s.public {
             api_callers.push(sources.principal(&infra.ingress.namespace, &infra.ingress.service_account));
         }
-        writeln!(
-            out,
-            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}"
-        )?;
+        document(&mut out, "", "security.istio.io/v1", "AuthorizationPolicy", name, ns)?;
         writeln!(
             out,
             "spec:\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: {name}\n  action: ALLOW\n  rules:"
