@@ -7,7 +7,7 @@
 //!
 //! Everything shown is read from the running system: token claims are
 //! decoded from real tokens (never the signature), hops from the services'
-//! own logs (`east-west call allowed` with the peer's SPIFFE ID, by trace
+//! own logs (`request handled` with the peer's SPIFFE ID, by trace
 //! id), refusals from the responses and the SIEM's received events.
 
 #![allow(clippy::print_stdout, reason = "the narrator talks on the terminal")]
@@ -164,8 +164,9 @@ async fn show_edge_event(estate: &Estate, narrator: &Narrator) {
     }
 }
 
-/// The hops of one request, from the services' logs (`east-west call
-/// allowed`, with the trace id): service ← peer SPIFFE ID, method, path.
+/// The hops of one request, from the services' logs (`request handled`
+/// lines of the trace, with the peer the east-west policy recorded):
+/// service ← peer SPIFFE ID, method, path.
 fn hops(estate: &Estate, trace: &str) -> Vec<String> {
     let Some(dir) = estate.log_dir() else { return Vec::new() };
     let mut hops = Vec::new();
@@ -173,12 +174,13 @@ fn hops(estate: &Estate, trace: &str) -> Vec<String> {
         let Ok(text) = std::fs::read_to_string(dir.join(format!("{service}.log"))) else { continue };
         for line in text.lines() {
             let Ok(log) = serde_json::from_str::<Value>(line) else { continue };
-            if log["message"] == "east-west call allowed" && log["span"]["trace_id"] == trace {
+            let span = &log["span"];
+            if log["message"] == "request handled" && span["trace_id"] == trace && span["peer"].is_string() {
                 hops.push(format!(
                     "{service:<9} ← {} {} {}",
-                    log["peer"].as_str().unwrap_or("-"),
-                    log["method"].as_str().unwrap_or("-"),
-                    log["path"].as_str().unwrap_or("-")
+                    span["peer"].as_str().unwrap_or("-"),
+                    span["method"].as_str().unwrap_or("-"),
+                    span["path"].as_str().unwrap_or("-")
                 ));
             }
         }

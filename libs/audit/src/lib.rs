@@ -23,16 +23,19 @@ use chain::ChainState;
 
 tokio::task_local! {
     static TRACE_ID: TraceId;
-    static AUDITED: Arc<std::sync::atomic::AtomicBool>;
+    static AUDITED: std::cell::Cell<bool>;
 }
 
 /// Run `future` and report whether it emitted any audit event (in its own
 /// task; events of tasks it spawned do not count). The service kit uses it
 /// to audit refusals no handler explained.
 pub async fn tracking<F: std::future::Future>(future: F) -> (F::Output, bool) {
-    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let output = AUDITED.scope(flag.clone(), future).await;
-    (output, flag.load(Ordering::SeqCst))
+    AUDITED
+        .scope(std::cell::Cell::new(false), async {
+            let output = future.await;
+            (output, AUDITED.with(std::cell::Cell::get))
+        })
+        .await
 }
 
 /// Run `future` with `trace_id` as its trace: events emitted inside it carry
@@ -50,7 +53,7 @@ fn current_trace_id() -> Option<TraceId> {
 /// response that another service produced and audited (the gateway
 /// forwarding an upstream's refusal), so it is not audited twice.
 pub fn audited_elsewhere() {
-    let _ = AUDITED.try_with(|flag| flag.store(true, Ordering::SeqCst));
+    let _ = AUDITED.try_with(|flag| flag.set(true));
 }
 
 /// Audit setup failures.
@@ -106,7 +109,7 @@ impl AuditLog {
         if event.trace_id.is_none() {
             event.trace_id = current_trace_id();
         }
-        let _ = AUDITED.try_with(|flag| flag.store(true, Ordering::SeqCst));
+        let _ = AUDITED.try_with(|flag| flag.set(true));
         // Losses first, so the chain shows them where they happened.
         let dropped = self.inner.counters.dropped.load(Ordering::SeqCst);
         let reported = self.inner.reported_dropped.swap(dropped, Ordering::SeqCst);

@@ -102,6 +102,8 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         request_id = %request_id,
         trace_id = %trace.trace_id(),
         span_id = %trace.span_id(),
+        // The verified mTLS peer (SPIFFE ID), recorded by the east-west policy.
+        peer = tracing::field::Empty,
     );
     request.extensions_mut().insert(RequestContext { request_id: request_id.clone(), trace });
 
