@@ -21,6 +21,8 @@ use crate::{root, run};
 
 /// A crate depending on a banned crate (`ring`): the deny step must fail on it.
 const BANNED_FIXTURE: &str = "xtask/fixtures/banned-crate/Cargo.toml";
+/// A fixture with a known advisory (the deny tests check it fails).
+const ADVISORY_FIXTURE: &str = "xtask/fixtures/advisory-crate/Cargo.toml";
 
 /// Folder name cargo-deny 0.20 derives from `https://github.com/rustsec/advisory-db`
 /// (PLATFORM-NOTES, verified).
@@ -39,8 +41,11 @@ pub(crate) fn check() -> Result<()> {
     // wasm/Android/Windows-only ones no build here downloads. `cargo fetch`
     // gets them once (from the crate registry, as the build does).
     run(Command::new("cargo").args(["fetch", "--locked"]))?;
-    // The same for the fixture the deny tests check (a banned crate), so they run offline.
-    run(Command::new("cargo").args(["fetch", "--locked", "--manifest-path"]).arg(BANNED_FIXTURE))?;
+    // The same for the fixtures the deny tests check (a banned crate, a crate
+    // with a known advisory), so they run offline.
+    for fixture in [BANNED_FIXTURE, ADVISORY_FIXTURE] {
+        run(Command::new("cargo").args(["fetch", "--locked", "--manifest-path"]).arg(fixture))?;
+    }
     let Some(source) = snapshot_source() else {
         // Bans, licenses and sources need no database: always checked.
         run(Command::new("cargo").args(["deny", "--offline", "check", "bans", "licenses", "sources"]))?;
@@ -124,15 +129,15 @@ mod tests {
 
     use super::*;
 
-    /// `cargo deny` with Estate's deny.toml over `manifest`, offline: its exit
-    /// status and what it said.
-    fn deny_bans(manifest: &Path) -> (bool, String) {
+    /// `cargo deny check <check>` with Estate's deny.toml over `manifest`,
+    /// offline: its exit status and what it said.
+    fn deny(manifest: &Path, check: &str) -> (bool, String) {
         let output = Command::new("cargo")
             .args(["deny", "--offline", "--manifest-path"])
             .arg(manifest)
             .arg("--config")
             .arg(root().join("deny.toml"))
-            .args(["check", "bans"])
+            .args(["check", check])
             .current_dir(root())
             .output()
             .expect("cargo-deny (cargo xtask prereqs installs it)");
@@ -142,15 +147,31 @@ mod tests {
 
     #[test]
     fn pc11_a_banned_crate_fails_the_deny_step_and_the_workspace_passes() {
-        let (ok, said) = deny_bans(&root().join(BANNED_FIXTURE));
+        let (ok, said) = deny(&root().join(BANNED_FIXTURE), "bans");
         assert!(
             !ok && said.contains("crate 'ring = 0.17.14' is explicitly banned"),
             "the fixture must fail for its banned crate (its crates are fetched by the deny step of \
              `cargo xtask test`):\n{said}"
         );
         estate_evidence::refused("a dependency on a banned crate");
-        let (ok, said) = deny_bans(&root().join("Cargo.toml"));
+        let (ok, said) = deny(&root().join("Cargo.toml"), "bans");
         assert!(ok, "the workspace itself passes the bans:\n{said}");
         estate_evidence::allowed("the workspace's dependency graph");
+    }
+
+    #[test]
+    fn pc11_a_crate_with_a_known_advisory_fails_the_deny_step_and_the_workspace_passes() {
+        // The snapshot the deny step of `cargo xtask test` put in place.
+        let db = root().join("target/advisory-dbs").join(DB_FOLDER);
+        assert!(db.join("crates").is_dir(), "no advisory snapshot at {} (run `cargo xtask test`)", db.display());
+        let (ok, said) = deny(&root().join(ADVISORY_FIXTURE), "advisories");
+        assert!(
+            !ok && said.contains("RUSTSEC-2021-0003"),
+            "the fixture must fail for smallvec 0.6.13's advisory:\n{said}"
+        );
+        estate_evidence::refused("a dependency with a known advisory");
+        let (ok, said) = deny(&root().join("Cargo.toml"), "advisories");
+        assert!(ok, "the workspace itself has no unignored advisory:\n{said}");
+        estate_evidence::allowed("the workspace's dependencies against the advisory snapshot");
     }
 }
