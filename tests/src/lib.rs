@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fixture: a failed step should panic the test")]
 
 pub mod demo;
+pub mod rehearsal;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -132,6 +132,15 @@ pub(crate) fn survey() -> Vec<Prereq> {
             install: Install::InfraVenv,
         },
         Prereq {
+            name: "namespaces (iproute2, util-linux)",
+            why: "the compose rehearsal runs infra/compose/compose.yaml with a network and mount namespace per \
+                  container (decision 0026); needs `ip`, `unshare`, `nsenter`, `setpriv` and user namespaces \
+                  (if installed and still missing: sysctl kernel.unprivileged_userns_clone=1, on Ubuntu also \
+                  kernel.apparmor_restrict_unprivileged_userns=0, or run in a container with --privileged)",
+            found: namespaces(),
+            install: Install::Apt(&["iproute2", "util-linux", "mount"]),
+        },
+        Prereq {
             name: "cargo-deny",
             why: "advisories, licenses, bans and sources checks",
             found: cargo_deny_version(),
@@ -168,6 +177,21 @@ fn rsyslog_with_gtls() -> Option<String> {
         "lmnsd_gtls.so",
     )?;
     Some(format!("{} + {}", rsyslogd.display(), gtls.display()))
+}
+
+/// A user namespace with a network and mount namespace of its own, in which
+/// the mapped user may configure the network (what the compose rehearsal does).
+fn namespaces() -> Option<String> {
+    let tools = ["ip", "unshare", "nsenter", "setpriv"].map(which);
+    if tools.iter().any(Option::is_none) {
+        return None;
+    }
+    let works = Command::new("unshare")
+        .args(["--user", "--map-user=1000", "--map-group=1000", "--keep-caps", "--mount", "--net", "--"])
+        .args(["ip", "link", "set", "lo", "up"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    works.then(|| "user, network and mount namespaces".to_owned())
 }
 
 fn glob_first(dirs: &[&str], file: &str) -> Option<PathBuf> {

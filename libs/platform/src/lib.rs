@@ -99,7 +99,10 @@ impl Platform {
             self.identity.policy().clone(),
             estate_workload_identity::enforce,
         ));
-        let readiness = Readiness::new(vec![Box::new(DatabaseReady(self.pool.clone()))]);
+        let readiness = Readiness::new(vec![
+            Box::new(DatabaseReady(self.pool.clone())),
+            Box::new(estate_tokens::readiness::KeysReady(vec![self.verifier.clone()])),
+        ]);
         let server =
             Server::bind_full(service, config, api, readiness, Some(self.identity.server_tls()?), management).await?;
         server.observe_audit(&self.audit);

@@ -18,6 +18,7 @@
 pub mod config;
 #[cfg(feature = "dto")]
 pub mod dto;
+pub mod health;
 pub mod management;
 pub mod metrics;
 pub mod middleware;
@@ -85,8 +86,23 @@ pub trait Service: Sized + Send + 'static {
 /// The whole `main` of a service binary: read `--config PATH` (or
 /// `ESTATE_CONFIG`), load config, start JSON logs, build, serve until SIGTERM
 /// or SIGINT, drain. Exit code 0 on a clean stop, 1 on a startup failure, 2
-/// when the grace period ran out.
+/// when the grace period ran out. `<service> health [--config PATH]` instead
+/// probes the running service's readiness ([`health`]).
 pub fn run_main<A: Service>() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if health::is_command(&args) {
+        let probed = config_path_from_args(args.into_iter().skip(1)).and_then(|path| {
+            let path = path.or_else(|| std::env::var_os("ESTATE_CONFIG").map(PathBuf::from));
+            health::probe::<A::Settings>(path.as_deref())
+        });
+        return match probed {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("{}: not ready: {error:#}", A::NAME);
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run::<A>() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),

@@ -46,7 +46,7 @@ pub use process::process_exists;
 pub use psp::{PspMode, TestPsp};
 pub use redis::TestRedis;
 pub use siem::{ReceivedEvent, SiemAuth, TestSiem};
-pub use tools::{bao, schemathesis, workspace_root};
+pub use tools::{bao, postgres_bindir, rsyslogd, schemathesis, workspace_root};
 
 /// How long the testkit waits for a server to become ready before failing.
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

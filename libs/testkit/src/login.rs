@@ -35,6 +35,12 @@ fn failed(step: &str, detail: impl Into<String>) -> TestkitError {
 pub async fn authorization_code(login: &Login<'_>, ca_pem: &str) -> Result<Value, TestkitError> {
     let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes())?;
     let http = reqwest::Client::builder().tls_certs_only([ca]).redirect(reqwest::redirect::Policy::none()).build()?;
+    authorization_code_with(login, &http).await
+}
+
+/// [`authorization_code`] with the caller's client (e.g. one resolving the
+/// server's name to a forwarded port); it must not follow redirects.
+pub async fn authorization_code_with(login: &Login<'_>, http: &reqwest::Client) -> Result<Value, TestkitError> {
     let verifier: String = {
         let bytes: [u8; 32] = rand::rng().random();
         URL_SAFE_NO_PAD.encode(bytes)

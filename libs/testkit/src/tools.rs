@@ -48,7 +48,7 @@ pub fn schemathesis() -> Result<PathBuf, TestkitError> {
 }
 
 /// `rsyslogd`: `/usr/sbin/rsyslogd`, else `PATH`.
-pub(crate) fn rsyslogd() -> Result<PathBuf, TestkitError> {
+pub fn rsyslogd() -> Result<PathBuf, TestkitError> {
     Some(PathBuf::from("/usr/sbin/rsyslogd")).filter(|p| p.is_file()).or_else(|| on_path("rsyslogd")).ok_or(
         TestkitError::Missing {
             program: "rsyslogd",
@@ -59,7 +59,7 @@ pub(crate) fn rsyslogd() -> Result<PathBuf, TestkitError> {
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`:
 /// `$TESTKIT_PG_BINDIR`, else the newest `/usr/lib/postgresql/*/bin`, else `PATH`.
-pub(crate) fn postgres_bindir() -> Option<PathBuf> {
+pub fn postgres_bindir() -> Option<PathBuf> {
     if let Some(dir) = env::var_os("TESTKIT_PG_BINDIR") {
         return Some(PathBuf::from(dir));
     }

@@ -15,6 +15,7 @@ mod extract;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 pub mod jwks;
+pub mod readiness;
 pub mod revocation;
 mod scope;
 mod verifier;

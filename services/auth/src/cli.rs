@@ -22,6 +22,9 @@
 //!   with the password in FILE (hashed with Argon2id as logins check it; the
 //!   password never appears in argv, the environment or a log). For
 //!   bootstrap jobs and demos; refused when the user exists.
+//! - `auth users import DIR [--config PATH]`: a user per file in DIR (name =
+//!   file name, password = content); existing users are left as they are
+//!   (compose's demo users, re-runnable).
 //!
 //! Each command is an audited `admin_action` (docs/runbooks/).
 
@@ -58,7 +61,7 @@ pub fn run(args: &[String]) -> ExitCode {
 
 const USAGE: &str = "usage: auth keys rotate | auth keys revoke KID | auth revoke user NAME [--disable] \
                      | auth revoke client ID | auth reinstate (user|client) NAME \
-                     | auth users create NAME --password-file FILE   [--config PATH]";
+                     | auth users create NAME --password-file FILE | auth users import DIR   [--config PATH]";
 
 /// Run an operator command in-process; the message it prints on success.
 /// (What `auth` runs; public so the estate's incident drills can run the
@@ -102,6 +105,7 @@ fn run_inner(args: &[String]) -> anyhow::Result<String> {
         }
         ["reinstate", "user", name] => Command::Reinstate { kind: PrincipalKind::User, name: (*name).to_owned() },
         ["reinstate", "client", id] => Command::Reinstate { kind: PrincipalKind::Client, name: (*id).to_owned() },
+        ["users", "import", dir] => Command::ImportUsers { dir: PathBuf::from(dir) },
         ["users", "create", name] => Command::CreateUser {
             name: (*name).to_owned(),
             password_file: password_file.clone().with_context(|| format!("--password-file is required\n{USAGE}"))?,
@@ -152,6 +156,7 @@ fn run_inner(args: &[String]) -> anyhow::Result<String> {
             Command::CreateUser { name, password_file } => {
                 create_user(&config.service, openbao.as_ref(), &audit, &name, &password_file).await
             }
+            Command::ImportUsers { dir } => import_users(&config.service, openbao.as_ref(), &audit, &dir).await,
         };
         if !audit.flush(std::time::Duration::from_secs(10)).await {
             let _ = writeln!(std::io::stderr(), "auth: warning: the audit event may not have reached the SIEM");
@@ -170,10 +175,46 @@ enum Command {
     Revoke { kind: PrincipalKind, name: String, disable: bool },
     Reinstate { kind: PrincipalKind, name: String },
     CreateUser { name: String, password_file: PathBuf },
+    ImportUsers { dir: PathBuf },
 }
 
 /// The shortest password `users create` accepts (NIST SP 800-63B: at least 8; we ask for more).
 const MIN_PASSWORD_CHARS: usize = 12;
+
+/// A password from its file: one line of at least [`MIN_PASSWORD_CHARS`].
+fn read_password(password_file: &std::path::Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(password_file).with_context(|| format!("password file {}", password_file.display()))?;
+    // One trailing newline is the file's, not the password's.
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    if password.chars().count() < MIN_PASSWORD_CHARS || password.contains('\n') {
+        bail!("{}: the password must be one line of at least {MIN_PASSWORD_CHARS} characters", password_file.display());
+    }
+    Ok(password.to_owned())
+}
+
+fn check_user_name(name: &str) -> anyhow::Result<()> {
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if !valid_name {
+        bail!("a user name is 1-64 characters: letters, digits, . _ - @ (got {name:?})");
+    }
+    Ok(())
+}
+
+/// Store a new user with the password's Argon2id hash; audited.
+async fn insert_user(
+    store: &Store,
+    audit: &estate_audit::AuditLog,
+    name: &str,
+    password: &str,
+) -> anyhow::Result<uuid::Uuid> {
+    let hash = crate::passwords::Passwords::new()?.hash(password)?;
+    let id = store.create_user(name, &hash).await?;
+    audit.emit(AuditEvent::new(Action::AdminAction, Outcome::Success).reason("user_created").user(&id.to_string()));
+    Ok(id)
+}
 
 async fn create_user(
     settings: &AuthSettings,
@@ -182,27 +223,51 @@ async fn create_user(
     name: &str,
     password_file: &std::path::Path,
 ) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(password_file).with_context(|| format!("password file {}", password_file.display()))?;
-    // One trailing newline is the file's, not the password's.
-    let password = text.strip_suffix('\n').unwrap_or(&text);
-    if password.chars().count() < MIN_PASSWORD_CHARS || password.contains('\n') {
-        bail!("the password must be one line of at least {MIN_PASSWORD_CHARS} characters");
-    }
-    let valid_name = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if !valid_name {
-        bail!("a user name is 1-64 characters: letters, digits, . _ - @");
-    }
+    let password = read_password(password_file)?;
+    check_user_name(name)?;
     let store = open_store(settings, openbao, audit).await?;
     if store.find_user(name).await?.is_some() {
         bail!("user {name:?} exists");
     }
-    let hash = crate::passwords::Passwords::new()?.hash(password)?;
-    let id = store.create_user(name, &hash).await?;
-    audit.emit(AuditEvent::new(Action::AdminAction, Outcome::Success).reason("user_created").user(&id.to_string()));
+    let id = insert_user(&store, audit, name, &password).await?;
     Ok(format!("user {name} created ({id})"))
+}
+
+/// One user per file in `dir` (the file's name is the user's, its content the
+/// password; names starting with `.` are skipped, as a Kubernetes Secret
+/// mount's `..data` links). Users that exist are left as they are, so a
+/// re-run changes nothing; every file is checked before anything is stored.
+async fn import_users(
+    settings: &AuthSettings,
+    openbao: Option<&estate_secrets::OpenBao>,
+    audit: &estate_audit::AuditLog,
+    dir: &std::path::Path,
+) -> anyhow::Result<String> {
+    let mut users = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.path().is_file() {
+            continue;
+        }
+        check_user_name(&name)?;
+        users.push((name, read_password(&entry.path())?));
+    }
+    if users.is_empty() {
+        bail!("{}: no password files", dir.display());
+    }
+    users.sort();
+    let store = open_store(settings, openbao, audit).await?;
+    let (mut created, mut kept) = (Vec::new(), Vec::new());
+    for (name, password) in &users {
+        if store.find_user(name).await?.is_some() {
+            kept.push(name.as_str());
+        } else {
+            insert_user(&store, audit, name, password).await?;
+            created.push(name.as_str());
+        }
+    }
+    Ok(format!("users: created [{}]; existing, left as they were [{}]", created.join(", "), kept.join(", ")))
 }
 
 async fn open_store(

@@ -188,6 +188,7 @@ impl Service for Application {
         if let Some(route) = table.routes().iter().find(|r| r.body_limit > config.limits.body_bytes) {
             bail!("route {}: body_limit above limits.body_bytes", route.pattern);
         }
+        let keys_ready = estate_tokens::readiness::KeysReady(upstreams.iter().map(|u| u.verifier.clone()).collect());
         let gateway = Gateway {
             table,
             upstreams,
@@ -196,7 +197,7 @@ impl Service for Application {
             audit: audit.clone(),
         };
         let router = Router::new().fallback(proxy::forward).with_state(Arc::new(gateway));
-        let server = Server::bind(Self::NAME, &config, router, Readiness::default()).await?;
+        let server = Server::bind(Self::NAME, &config, router, Readiness::new(vec![Box::new(keys_ready)])).await?;
         server.observe_audit(&audit);
         Ok(Self { server, openbao })
     }

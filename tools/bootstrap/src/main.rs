@@ -7,6 +7,9 @@
 //!   FILE] --postgres-user USER --postgres-password-file FILE [--database
 //!   NAME] --certs DIR --secrets DIR`: OpenBao and Postgres as the services
 //!   expect them, and each service's secret files ([`configure`]).
+//! - `estate-bootstrap demo-data --postgres HOST:PORT --postgres-ca FILE
+//!   [--database NAME] --secrets DIR`: a demo catalogue and the demo users'
+//!   passwords, after the migrations ([`demo`]). Not for production.
 //!
 //! Secrets come from files and go to files (0400); nothing secret is taken
 //! from argv or the environment, and nothing secret is printed.
@@ -14,6 +17,7 @@
 
 mod certs;
 mod configure;
+mod demo;
 mod unseal;
 
 use std::collections::HashMap;
@@ -25,7 +29,8 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: estate-bootstrap certs --out DIR
        estate-bootstrap configure --openbao URL --openbao-ca FILE (--token-file FILE | --init-dir DIR) \\
            --postgres HOST:PORT --postgres-ca FILE [--postgres-ca-for-openbao FILE] \\
-           --postgres-user USER --postgres-password-file FILE [--database NAME] --certs DIR --secrets DIR";
+           --postgres-user USER --postgres-password-file FILE [--database NAME] --certs DIR --secrets DIR
+       estate-bootstrap demo-data --postgres HOST:PORT --postgres-ca FILE [--database NAME] --secrets DIR";
 
 fn options(args: &[String]) -> Result<HashMap<String, String>> {
     let mut options = HashMap::new();
@@ -38,6 +43,13 @@ fn options(args: &[String]) -> Result<HashMap<String, String>> {
     Ok(options)
 }
 
+fn host_port(value: &str) -> Result<(String, String)> {
+    value
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_owned(), p.to_owned()))
+        .with_context(|| format!("--postgres is HOST:PORT\n{USAGE}"))
+}
+
 fn run(args: &[String]) -> Result<String> {
     let (command, rest) = args.split_first().context(USAGE)?;
     let mut options = options(rest)?;
@@ -47,11 +59,22 @@ fn run(args: &[String]) -> Result<String> {
             let out = PathBuf::from(take("out")?);
             certs::run(&out)
         }
+        "demo-data" => {
+            let (postgres_host, port) = host_port(&take("postgres")?)?;
+            let settings = demo::Settings {
+                postgres_host,
+                postgres_port: port.parse().context("--postgres port")?,
+                postgres_ca: take("postgres-ca")?.into(),
+                database: take("database").unwrap_or_else(|_| "estate".into()),
+                secrets: take("secrets")?.into(),
+            };
+            if let Some(unknown) = options.keys().next() {
+                bail!("unknown option --{unknown}\n{USAGE}");
+            }
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(demo::run(&settings))
+        }
         "configure" => {
-            let (host, port) = take("postgres")?
-                .rsplit_once(':')
-                .map(|(h, p)| (h.to_owned(), p.to_owned()))
-                .with_context(|| format!("--postgres is HOST:PORT\n{USAGE}"))?;
+            let (host, port) = host_port(&take("postgres")?)?;
             let postgres_ca = PathBuf::from(take("postgres-ca")?);
             let openbao = take("openbao")?;
             let openbao_ca = PathBuf::from(take("openbao-ca")?);
