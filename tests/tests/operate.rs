@@ -124,3 +124,82 @@ async fn auth_users_create_makes_a_user_who_can_log_in_and_refuses_weak_password
     assert!(!weak.status.success() && text(&weak).contains("at least 12"), "{}", text(&weak));
     assert!(estate.login_with("dave", "short").await.is_err());
 }
+
+#[tokio::test]
+async fn auth_users_import_creates_each_user_once_and_checks_every_file_before_storing_any() {
+    let estate = Estate::start().await;
+    let import = |dir: PathBuf| {
+        let exe = binaries().join("auth");
+        let config = estate.auth_config_path().to_path_buf();
+        async move {
+            tokio::process::Command::new(exe)
+                .args(["users", "import"])
+                .arg(dir)
+                .arg("--config")
+                .arg(config)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    // One weak password among good ones: nothing is stored.
+    let bad = tempfile::tempdir().unwrap();
+    let erin = format!("{}-erin", uuid::Uuid::new_v4().simple());
+    std::fs::write(bad.path().join("erin"), &erin).unwrap();
+    std::fs::write(bad.path().join("frank"), "short").unwrap();
+    let refused = import(bad.path().to_path_buf()).await;
+    assert!(!refused.status.success() && text(&refused).contains("at least 12"), "{}", text(&refused));
+    assert!(estate.login_with("erin", &erin).await.is_err(), "no user was created");
+
+    // A Kubernetes Secret mount's `..data` link is skipped; alice exists and is left as she is.
+    let good = tempfile::tempdir().unwrap();
+    std::fs::write(good.path().join("erin"), format!("{erin}\n")).unwrap();
+    std::fs::write(good.path().join("alice"), "a-new-password-for-alice").unwrap();
+    std::fs::create_dir(good.path().join("..data")).unwrap();
+    let imported = import(good.path().to_path_buf()).await;
+    assert!(imported.status.success(), "{}", text(&imported));
+    assert!(text(&imported).contains("created [erin]") && text(&imported).contains("[alice]"), "{}", text(&imported));
+    assert!(!text(&imported).contains(&erin), "the password is never echoed");
+    assert!(estate.login_with("erin", &erin).await.is_ok());
+    assert!(estate.login_with("alice", "a-new-password-for-alice").await.is_err(), "alice keeps her password");
+    assert!(estate.login_with("alice", &estate.password("alice")).await.is_ok());
+    let again = import(good.path().to_path_buf()).await;
+    assert!(again.status.success() && text(&again).contains("created []"), "{}", text(&again));
+}
+
+#[tokio::test]
+async fn health_succeeds_only_against_a_ready_service_presenting_the_configured_certificate() {
+    let estate = Estate::start().await;
+    // The deployed shape: a fixed management port (the harness binds port 0).
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = std::fs::read_to_string(estate.auth_config_path()).unwrap();
+    let api = config.lines().find(|l| l.trim_start().starts_with("bind = \"127.0.0.1:")).unwrap().to_owned();
+    config = config.replacen(&api, &format!("bind = \"127.0.0.1:{}\"", estate_testkit::free_port().unwrap()), 1);
+    let management = format!("bind = \"127.0.0.1:{}\"", estate_testkit::free_port().unwrap());
+    config = config.replace("bind = \"127.0.0.1:0\"", &management);
+    let path = dir.path().join("auth.toml");
+    std::fs::write(&path, &config).unwrap();
+    let health = |config: PathBuf| {
+        let exe = binaries().join("auth");
+        async move { tokio::process::Command::new(exe).arg("health").arg("--config").arg(config).output().await.unwrap() }
+    };
+    let stopped = health(path.clone()).await;
+    assert!(!stopped.status.success() && text(&stopped).contains("not ready"), "{}", text(&stopped));
+
+    let scratch = tempfile::tempdir().unwrap();
+    let auth = estate_testkit::binary::ServiceProcess::spawn_config(&binaries().join("auth"), &path, None, scratch)
+        .await
+        .unwrap();
+    let ready = health(path.clone()).await;
+    assert!(ready.status.success(), "{}", text(&ready));
+
+    // Another certificate at that address than the configuration names: not healthy.
+    let pki = estate_testkit::TestPki::new("someone-else").unwrap();
+    let files = pki.localhost_server().unwrap().write_to(dir.path(), "other").unwrap();
+    let cert = config.lines().find(|l| l.trim_start().starts_with("cert = ")).unwrap().to_owned();
+    let foreign = dir.path().join("foreign.toml");
+    std::fs::write(&foreign, config.replace(&cert, &format!("cert = {:?}", files.cert.display().to_string()))).unwrap();
+    let pinned = health(foreign).await;
+    assert!(!pinned.status.success() && text(&pinned).contains("TLS"), "{}", text(&pinned));
+    assert_eq!(auth.terminate().await.unwrap(), Some(0));
+}

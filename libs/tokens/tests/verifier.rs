@@ -383,3 +383,18 @@ fn base64url(value: &Value) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
 }
+
+// ------------------------------------------------------------------ readiness
+
+#[tokio::test]
+async fn readiness_waits_for_every_verifiers_keys() {
+    use estate_service_kit::management::ReadinessCheck as _;
+    use estate_tokens::readiness::KeysReady;
+    let (_idp, with_keys) = setup(|_| {}).await;
+    // An issuer that is not up yet: the verifier starts, without keys.
+    let port = estate_testkit::free_port().unwrap();
+    let without = Verifier::new(VerifierConfig::new(format!("https://127.0.0.1:{port}"), &[AUD])).await.unwrap();
+    assert!(!without.has_keys());
+    assert!(KeysReady(vec![with_keys.clone(), without]).check().await.is_err());
+    assert!(KeysReady(vec![with_keys]).check().await.is_ok());
+}

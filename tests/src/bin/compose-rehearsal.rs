@@ -24,8 +24,13 @@
 //! container, `service_completed_successfully`). Published ports are served
 //! as Unix sockets in the work directory (the test forwards TCP to them).
 //!
-//! stdout is the protocol with the test: `up`, `exited <service> <code>`,
-//! `failed <why>`. Closing stdin stops everything (SIGTERM, then SIGKILL).
+//! `up` is `docker compose up --wait`: it is reported once every service with
+//! a healthcheck passes it.
+//!
+//! stdout is the protocol with the test: `started <service>`, `completed
+//! <one-shot> <code>`, `healthy <service>`, `up`, `exited <service> <code>`,
+//! `failed <why>`. Closing stdin stops everything (the image's stop signal,
+//! then SIGKILL).
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "the test reads this tool's stdout")]
 
 use std::collections::{BTreeMap, BTreeSet};
