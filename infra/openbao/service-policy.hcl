@@ -8,6 +8,13 @@ path "kv/data/SERVICE/*" {
   capabilities = ["create", "read", "update"]
 }
 
+# Except its schema owner's password: that is for the migration step only
+# (a file, or the External Secrets Operator), never for the running service —
+# with it the service could run DDL. An explicit deny wins over the grant above.
+path "kv/data/SERVICE/db-owner" {
+  capabilities = ["deny"]
+}
+
 # Dynamic database credentials: members of SERVICE_app, nothing more.
 path "database/creds/SERVICE-app" {
   capabilities = ["read"]

@@ -26,6 +26,9 @@ pub fn spiffe_id(service: &str) -> String {
 }
 
 const SERVICE_POLICY: &str = include_str!("../../../infra/openbao/service-policy.hcl");
+const EXTERNAL_SECRETS_POLICY: &str = include_str!("../../../infra/openbao/external-secrets-policy.hcl");
+/// The audience a Kubernetes ServiceAccount token must carry to log in.
+pub const KUBERNETES_AUDIENCE: &str = "openbao";
 
 /// What a service needs to log in with AppRole.
 pub struct AppRoleCredentials {
@@ -116,34 +119,19 @@ impl<'a> Bootstrap<'a> {
         .await
     }
 
+    async fn put_policy(&self, name: &str, policy: &str) -> Result<(), OpenBaoError> {
+        self.admin
+            .call::<Value>(Method::PUT, &format!("sys/policies/acl/{name}"), Some(&json!({ "policy": policy })), true)
+            .await
+            .map(|_| ())
+    }
+
     /// The policy, AppRole and PKI role of `service`; returns its AppRole credentials.
     pub async fn service(&self, service: &str) -> Result<AppRoleCredentials, OpenBaoError> {
-        if service.is_empty() || !service.bytes().all(|b| b.is_ascii_lowercase() || b == b'-' || b == b'_') {
-            return Err(OpenBaoError::Config(format!("bad service name {service:?}")));
-        }
-        let policy = SERVICE_POLICY.replace("SERVICE", service);
-        self.admin
-            .call::<Value>(
-                Method::PUT,
-                &format!("sys/policies/acl/{service}"),
-                Some(&json!({ "policy": policy })),
-                true,
-            )
-            .await?;
+        self.service_policy(service).await?;
         self.post(
             &format!("auth/approle/role/{service}"),
             json!({ "token_policies": [service], "token_ttl": "1h", "token_max_ttl": "4h", "secret_id_ttl": "24h" }),
-        )
-        .await?;
-        self.post(
-            &format!("pki/roles/{service}"),
-            json!({
-                "allowed_uri_sans": spiffe_id(service),
-                "allow_ip_sans": false, "allow_localhost": false, "allow_any_name": false,
-                "allow_bare_domains": false, "allow_subdomains": false, "enforce_hostnames": true,
-                "require_cn": false, "key_type": "ec", "key_bits": 256, "max_ttl": "24h",
-                "server_flag": true, "client_flag": true,
-            }),
         )
         .await?;
         let role_id: DataWrapper<RoleId> = self
@@ -160,6 +148,73 @@ impl<'a> Bootstrap<'a> {
             role_id: role_id.data.role_id,
             secret_id: SecretString::from(secret_id.data.secret_id),
         })
+    }
+
+    /// Kubernetes auth at `kubernetes/`, checking ServiceAccount tokens with
+    /// the cluster's API server at `kubernetes_host`, whose certificate's CA
+    /// is `ca_pem` — or, without one, the CA of OpenBao's own ServiceAccount
+    /// (OpenBao running in the cluster). Idempotent.
+    pub async fn kubernetes_auth(&self, kubernetes_host: &str, ca_pem: Option<&str>) -> Result<(), OpenBaoError> {
+        self.enable("sys/auth/kubernetes", json!({ "type": "kubernetes" })).await?;
+        let mut config = json!({ "kubernetes_host": kubernetes_host });
+        if let Some(ca_pem) = ca_pem {
+            config["kubernetes_ca_cert"] = json!(ca_pem);
+        }
+        self.post("auth/kubernetes/config", config).await
+    }
+
+    /// `service` in Kubernetes: its policy and PKI role, and the Kubernetes
+    /// auth role `service` that only the ServiceAccount `service` in
+    /// `namespace` logs in with (a token for the audience
+    /// [`KUBERNETES_AUDIENCE`]). No AppRole: nothing to hand out.
+    pub async fn kubernetes_service(&self, service: &str, namespace: &str) -> Result<(), OpenBaoError> {
+        self.service_policy(service).await?;
+        self.post(
+            &format!("auth/kubernetes/role/{service}"),
+            json!({
+                "bound_service_account_names": [service],
+                "bound_service_account_namespaces": [namespace],
+                "audience": KUBERNETES_AUDIENCE,
+                "token_policies": [service], "token_ttl": "1h", "token_max_ttl": "4h",
+            }),
+        )
+        .await
+    }
+
+    /// The External Secrets Operator's policy (`infra/openbao/
+    /// external-secrets-policy.hcl`) and its Kubernetes auth role, bound to
+    /// the ServiceAccount `external-secrets` in `namespace`.
+    pub async fn external_secrets(&self, namespace: &str) -> Result<(), OpenBaoError> {
+        self.put_policy("external-secrets", EXTERNAL_SECRETS_POLICY).await?;
+        self.post(
+            "auth/kubernetes/role/external-secrets",
+            json!({
+                "bound_service_account_names": ["external-secrets"],
+                "bound_service_account_namespaces": [namespace],
+                "audience": KUBERNETES_AUDIENCE,
+                "token_policies": ["external-secrets"], "token_ttl": "1h", "token_max_ttl": "4h",
+            }),
+        )
+        .await
+    }
+
+    /// The policy and PKI role of `service`.
+    async fn service_policy(&self, service: &str) -> Result<(), OpenBaoError> {
+        if service.is_empty() || !service.bytes().all(|b| b.is_ascii_lowercase() || b == b'-' || b == b'_') {
+            return Err(OpenBaoError::Config(format!("bad service name {service:?}")));
+        }
+        self.put_policy(service, &SERVICE_POLICY.replace("SERVICE", service)).await?;
+        self.post(
+            &format!("pki/roles/{service}"),
+            json!({
+                "allowed_uri_sans": spiffe_id(service),
+                "allow_ip_sans": false, "allow_localhost": false, "allow_any_name": false,
+                "allow_bare_domains": false, "allow_subdomains": false, "enforce_hostnames": true,
+                "require_cn": false, "key_type": "ec", "key_bits": 256, "max_ttl": "24h",
+                "server_flag": true, "client_flag": true,
+            }),
+        )
+        .await
     }
 
     /// Point the database engine at Postgres (over verified TLS) and, for each

@@ -21,6 +21,14 @@
 //!    (field `private_key`), the public key to `SECRETS/auth/order-svc.pub.pem`;
 //!    the operations console's: the private key to
 //!    `SECRETS/operator/ops-console.key.pem` (0400), the public key to auth.
+//!
+//! With `--kubernetes NAMESPACE` (the Kubernetes deployment): no AppRoles and
+//! no `role-id`/`secret-id` files; instead Kubernetes auth (`--kubernetes-host`,
+//! default `https://kubernetes.default.svc`; `--kubernetes-ca FILE`, default
+//! the CA OpenBao's own pod mounts) with a role per service bound to
+//! its ServiceAccount in NAMESPACE, the External Secrets Operator's read-only
+//! role (`infra/openbao/external-secrets-policy.hcl`), and each service's
+//! files also in `kv/<service>/tls` — what its ExternalSecret mounts.
 
 use std::path::{Path, PathBuf};
 
@@ -75,6 +83,18 @@ pub(crate) struct Settings {
     pub(crate) certs: PathBuf,
     /// Where the services' secret files go.
     pub(crate) secrets: PathBuf,
+    /// Kubernetes: the estate's namespace and the API server OpenBao reviews
+    /// ServiceAccount tokens with.
+    pub(crate) kubernetes: Option<Kubernetes>,
+}
+
+/// `--kubernetes NAMESPACE [--kubernetes-host URL]`.
+#[derive(Debug)]
+pub(crate) struct Kubernetes {
+    pub(crate) namespace: String,
+    pub(crate) host: String,
+    /// The API server's CA (`--kubernetes-ca`); else OpenBao's in-cluster one.
+    pub(crate) ca: Option<PathBuf>,
 }
 
 fn read_trimmed(path: &Path) -> Result<String> {
@@ -180,11 +200,23 @@ pub(crate) async fn run(settings: &Settings) -> Result<String> {
     // Per service: its AppRole, PKI role, policy, and files.
     let bundle = admin.pki_ca_pem("pki").await?.context("the PKI engine has no CA")?;
     let estate_ca = read_trimmed(&settings.certs.join("ca.pem"))?;
+    if let Some(kubernetes) = &settings.kubernetes {
+        let ca = kubernetes.ca.as_deref().map(read_trimmed).transpose().context("--kubernetes-ca")?;
+        bootstrap.kubernetes_auth(&kubernetes.host, ca.as_deref()).await.context("Kubernetes auth")?;
+        bootstrap.external_secrets(&kubernetes.namespace).await.context("External Secrets Operator role")?;
+    }
     for (service, _) in SERVICES {
-        let credentials = bootstrap.service(service).await.with_context(|| format!("AppRole of {service}"))?;
         let dir = settings.secrets.join(service);
-        write_file(&dir.join("role-id"), &credentials.role_id, 0o400)?;
-        write_file(&dir.join("secret-id"), credentials.secret_id.expose_secret(), 0o400)?;
+        if let Some(kubernetes) = &settings.kubernetes {
+            bootstrap
+                .kubernetes_service(service, &kubernetes.namespace)
+                .await
+                .with_context(|| format!("Kubernetes role of {service}"))?;
+        } else {
+            let credentials = bootstrap.service(service).await.with_context(|| format!("AppRole of {service}"))?;
+            write_file(&dir.join("role-id"), &credentials.role_id, 0o400)?;
+            write_file(&dir.join("secret-id"), credentials.secret_id.expose_secret(), 0o400)?;
+        }
         write_file(&dir.join("ca.pem"), &format!("{estate_ca}\n"), 0o444)?;
         write_file(&dir.join("bundle.pem"), &bundle, 0o444)?;
         let certs = settings.certs.join(service);
@@ -211,6 +243,22 @@ pub(crate) async fn run(settings: &Settings) -> Result<String> {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         write_file(&settings.secrets.join("operator/ops-console.key.pem"), &key.serialize_pem(), 0o400)?;
         write_file(&console, &key.public_key_pem(), 0o444)?;
+    }
+    if settings.kubernetes.is_some() {
+        // What each service's ExternalSecret mounts: its files, in kv/<service>/tls.
+        for (service, _) in SERVICES {
+            let mut fields = serde_json::Map::new();
+            for entry in std::fs::read_dir(settings.secrets.join(service))? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let text = std::fs::read_to_string(entry.path()).with_context(|| name.clone())?;
+                fields.insert(name, serde_json::Value::String(text));
+            }
+            admin
+                .kv_write("kv", &format!("{service}/tls"), &fields)
+                .await
+                .with_context(|| format!("kv/{service}/tls"))?;
+        }
     }
     Ok(format!(
         "configured OpenBao ({} workloads) and Postgres (new schemas: {}); secret files in {}",

@@ -5,8 +5,10 @@
 //! - `estate-bootstrap configure --openbao URL --openbao-ca FILE (--token-file
 //!   FILE | --init-dir DIR) --postgres HOST:PORT --postgres-ca FILE [--postgres-ca-for-openbao
 //!   FILE] --postgres-user USER --postgres-password-file FILE [--database
-//!   NAME] --certs DIR --secrets DIR`: OpenBao and Postgres as the services
-//!   expect them, and each service's secret files ([`configure`]).
+//!   NAME] --certs DIR --secrets DIR [--kubernetes NAMESPACE [--kubernetes-host
+//!   URL] [--kubernetes-ca FILE]]`: OpenBao and Postgres as the services expect them, and each
+//!   service's secret files ([`configure`]); for Kubernetes, Kubernetes auth
+//!   and the External Secrets Operator's role instead of AppRoles.
 //! - `estate-bootstrap demo-data --postgres HOST:PORT --postgres-ca FILE
 //!   [--database NAME] --secrets DIR`: a demo catalogue and the demo users'
 //!   passwords, after the migrations ([`demo`]). Not for production.
@@ -29,7 +31,8 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: estate-bootstrap certs --out DIR
        estate-bootstrap configure --openbao URL --openbao-ca FILE (--token-file FILE | --init-dir DIR) \\
            --postgres HOST:PORT --postgres-ca FILE [--postgres-ca-for-openbao FILE] \\
-           --postgres-user USER --postgres-password-file FILE [--database NAME] --certs DIR --secrets DIR
+           --postgres-user USER --postgres-password-file FILE [--database NAME] --certs DIR --secrets DIR \\
+           [--kubernetes NAMESPACE [--kubernetes-host URL] [--kubernetes-ca FILE]]
        estate-bootstrap demo-data --postgres HOST:PORT --postgres-ca FILE [--database NAME] --secrets DIR";
 
 fn options(args: &[String]) -> Result<HashMap<String, String>> {
@@ -101,6 +104,15 @@ fn run(args: &[String]) -> Result<String> {
                 postgres_password_file: take("postgres-password-file")?.into(),
                 certs: take("certs")?.into(),
                 secrets: take("secrets")?.into(),
+                kubernetes: match (take("kubernetes"), take("kubernetes-host"), take("kubernetes-ca")) {
+                    (Ok(namespace), host, ca) => Some(configure::Kubernetes {
+                        namespace,
+                        host: host.unwrap_or_else(|_| "https://kubernetes.default.svc".into()),
+                        ca: ca.ok().map(PathBuf::from),
+                    }),
+                    (Err(_), Err(_), Err(_)) => None,
+                    _ => bail!("--kubernetes-host and --kubernetes-ca need --kubernetes NAMESPACE\n{USAGE}"),
+                },
             };
             if let Some(unknown) = options.keys().next() {
                 bail!("unknown option --{unknown}\n{USAGE}");

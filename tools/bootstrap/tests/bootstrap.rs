@@ -150,6 +150,8 @@ async fn pc05_configure_gives_every_workload_its_own_least_privilege_and_runs_ag
     assert!(order.kv_field("kv", "order/oauth", "private_key").await.is_ok());
     let payment = login(&bao, &secrets, "payment").await;
     assert!(payment.kv_field("kv", "order/oauth", "private_key").await.is_err(), "payment cannot read order's key");
+    let owner_password = order.kv_field("kv", "order/db-owner", "password").await;
+    assert!(owner_password.is_err(), "the running service cannot read its schema owner's password (no DDL)");
     assert!(std::fs::read_to_string(secrets.join("auth/order-svc.pub.pem")).unwrap().contains("PUBLIC KEY"));
     assert!(std::fs::read_to_string(secrets.join("auth/ops-console.pub.pem")).unwrap().contains("PUBLIC KEY"));
     assert_eq!(mode(&secrets.join("operator/ops-console.key.pem")), 0o400);
@@ -266,4 +268,99 @@ async fn a_fresh_openbao_is_initialised_once_and_unsealed_again_after_a_restart(
     .await
     .unwrap();
     assert!(order.kv_field("kv", "order/oauth", "private_key").await.is_ok(), "order works after the restart");
+}
+
+/// OpenBao's HTTP API as the root token: `(status, body)`.
+async fn bao_api(
+    bao: &TestOpenBao,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let ca = reqwest::Certificate::from_pem(bao.ca_pem().as_bytes()).unwrap();
+    let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+    let mut request =
+        http.request(method, format!("{}/v1/{path}", bao.addr())).header("x-vault-token", bao.root_token());
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn pc05_configure_for_kubernetes_binds_each_workload_to_its_service_account_and_external_secrets_reads_only_what_it_mounts()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (certs, secrets) = (d.join("certs"), d.join("secrets"));
+    assert!(bootstrap(&["certs", "--out", certs.to_str().unwrap()]).status.success());
+    let bao = TestOpenBao::start().await.unwrap();
+    let (pg, section) = postgres_for_bootstrap(d).await;
+    let token = write(d, "token", bao.root_token());
+    let bao_ca = write(d, "bao-ca.pem", bao.ca_pem());
+    let mut args = configure_args(
+        &pg,
+        &section,
+        (bao.addr(), &bao_ca),
+        ["--token-file", token.to_str().unwrap()],
+        (&certs, &secrets),
+    );
+    // No cluster here: any CA stands in for the API server's (OpenBao only stores it).
+    let api_ca = certs.join("ca.pem").display().to_string();
+    args.extend(
+        ["--kubernetes", "estate", "--kubernetes-host", "https://10.96.0.1", "--kubernetes-ca", &api_ca]
+            .map(String::from),
+    );
+    let configured = run(&args);
+    assert!(configured.status.success(), "{}", text(&configured));
+
+    let (_, config) = bao_api(&bao, reqwest::Method::GET, "auth/kubernetes/config", None).await;
+    assert_eq!(config["data"]["kubernetes_host"], "https://10.96.0.1");
+    for service in ["auth", "gateway", "order", "payment", "inventory"] {
+        let (status, role) =
+            bao_api(&bao, reqwest::Method::GET, &format!("auth/kubernetes/role/{service}"), None).await;
+        assert_eq!(status, 200, "{service}: {role}");
+        let role = &role["data"];
+        assert_eq!(role["bound_service_account_names"], serde_json::json!([service]), "{service}");
+        assert_eq!(role["bound_service_account_namespaces"], serde_json::json!(["estate"]), "{service}");
+        assert_eq!(role["audience"], "openbao", "{service}");
+        assert_eq!(role["token_policies"], serde_json::json!([service]), "{service}");
+        assert!(!secrets.join(service).join("secret-id").exists(), "{service}: no AppRole credentials to hand out");
+        let (status, _) = bao_api(&bao, reqwest::Method::GET, &format!("auth/approle/role/{service}"), None).await;
+        assert_eq!(status, 404, "{service}: no AppRole");
+    }
+
+    // The External Secrets Operator's token: the TLS material and the owners'
+    // passwords it mounts, nothing else.
+    let (_, created) = bao_api(
+        &bao,
+        reqwest::Method::POST,
+        "auth/token/create",
+        Some(serde_json::json!({ "policies": ["external-secrets"], "no_default_policy": true, "ttl": "5m" })),
+    )
+    .await;
+    let eso_token = SecretString::from(created["auth"]["client_token"].as_str().unwrap().to_owned());
+    let eso = estate_secrets::OpenBao::with_token(bao.addr(), Some(bao.ca_pem().as_bytes()), eso_token).unwrap();
+    let tls: std::collections::BTreeMap<String, String> = eso
+        .kv_read("kv", "order/tls")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, secrecy::ExposeSecret::expose_secret(&v).to_owned()))
+        .collect();
+    let names: Vec<&str> = tls.keys().map(String::as_str).collect();
+    assert_eq!(names, ["bundle.pem", "ca.pem", "metrics-token", "tls.crt", "tls.key"]);
+    assert_eq!(tls["tls.crt"], std::fs::read_to_string(secrets.join("order/tls.crt")).unwrap());
+    let auth_tls = eso.kv_read("kv", "auth/tls").await.unwrap();
+    assert!(
+        auth_tls.iter().any(|(k, _)| k == "order-svc.pub.pem"),
+        "auth's ExternalSecret carries the clients' public keys"
+    );
+    assert!(eso.kv_field("kv", "order/db-owner", "password").await.is_ok(), "the migration Job's password");
+    estate_testkit::evidence::allowed("the External Secrets Operator reads what it mounts");
+    assert!(eso.kv_field("kv", "order/oauth", "private_key").await.is_err(), "not order's client key");
+    let (status, _) = bao_api(&bao, reqwest::Method::GET, "sys/policies/acl/external-secrets", None).await;
+    assert_eq!(status, 200);
+    estate_testkit::evidence::refused("the External Secrets Operator reading a service's private key");
 }
