@@ -62,6 +62,10 @@ pub(crate) struct Service {
     pub(crate) replicas: u32,
     #[serde(default)]
     pub(crate) internet_egress: bool,
+    /// Holds the token signing keys in OpenBao: a suspended CronJob
+    /// `<service>-keys` is the template of the `<service> keys rotate` runs.
+    #[serde(default)]
+    pub(crate) signing_keys: bool,
 }
 
 /// An east-west policy file (the subset the infrastructure needs: callers).
@@ -289,15 +293,7 @@ fn workloads(sources: &Sources) -> Result<String> {
         writeln!(out, "            - name: tmp\n              mountPath: /tmp")?;
         writeln!(out, "            - name: spool\n              mountPath: /var/lib/estate/spool")?;
         config_and_tls_volumes(&mut out, name)?;
-        // A short-lived token for OpenBao's Kubernetes auth only (audience `openbao`).
-        writeln!(
-            out,
-            "        - name: openbao-token\n          projected:\n            defaultMode: 0400\n            sources:"
-        )?;
-        writeln!(
-            out,
-            "              - serviceAccountToken:\n                  audience: openbao\n                  expirationSeconds: 600\n                  path: token"
-        )?;
+        openbao_token_volume(&mut out)?;
         writeln!(
             out,
             "        - name: tmp\n          emptyDir:\n            medium: Memory\n            sizeLimit: 16Mi"
@@ -329,8 +325,119 @@ fn workloads(sources: &Sources) -> Result<String> {
         if let Some(schema) = &s.schema {
             migration_job(&mut out, t, name, schema)?;
         }
+        if s.signing_keys {
+            keys_cron_job(&mut out, t, name)?;
+        }
     }
     Ok(out)
+}
+
+/// `<name>-keys`: a suspended CronJob — never scheduled by itself — that is
+/// the template of each `<name> keys rotate` run (the first one initialises
+/// the signing keys; docs/runbooks/rotate-signing-key.md):
+/// `kubectl create job --from=cronjob/<name>-keys <name>-keys-$(date +%s)`.
+/// It runs as the service's ServiceAccount (the keys are in its part of
+/// OpenBao, read with its Kubernetes auth role), without a sidecar, reaching
+/// only DNS, OpenBao and the SIEM (the rotation is audited).
+fn keys_cron_job(out: &mut String, t: &Topology, name: &str) -> std::fmt::Result {
+    let ns = &t.namespace;
+    let job = format!("{name}-keys");
+    document(out, "", "batch/v1", "CronJob", &job, ns)?;
+    writeln!(out, "  labels:")?;
+    labels(out, "    ", t, &job)?;
+    writeln!(
+        out,
+        "spec:
+  suspend: true
+  schedule: \"0 0 1 1 *\"
+  concurrencyPolicy: Forbid"
+    )?;
+    writeln!(
+        out,
+        "  jobTemplate:
+    spec:
+      backoffLimit: 3
+      activeDeadlineSeconds: 300
+      template:"
+    )?;
+    writeln!(
+        out,
+        "        metadata:
+          labels:"
+    )?;
+    labels(out, "            ", t, &job)?;
+    writeln!(
+        out,
+        "          annotations:
+            sidecar.istio.io/inject: \"false\""
+    )?;
+    // The pod spec at the Deployment's depth, then indented four more.
+    let mut pod = String::new();
+    writeln!(
+        pod,
+        "    spec:
+      restartPolicy: OnFailure"
+    )?;
+    pod_security(&mut pod, name)?;
+    writeln!(
+        pod,
+        "      containers:
+        - name: keys
+          image: {}/{name}",
+        t.image_registry
+    )?;
+    writeln!(
+        pod,
+        "          imagePullPolicy: Always
+          args: [\"keys\", \"rotate\"]"
+    )?;
+    writeln!(
+        pod,
+        "          env:
+            - name: ESTATE_CONFIG
+              value: /etc/estate/config/estate.toml"
+    )?;
+    writeln!(pod, "          resources:")?;
+    writeln!(
+        pod,
+        "            requests:
+              cpu: 50m
+              memory: 64Mi"
+    )?;
+    writeln!(
+        pod,
+        "            limits:
+              cpu: 500m
+              memory: 128Mi"
+    )?;
+    container_security(&mut pod)?;
+    writeln!(pod, "          volumeMounts:")?;
+    for (volume, path) in
+        [("config", "/etc/estate/config"), ("tls", "/etc/estate/tls"), ("openbao-token", "/var/run/secrets/openbao")]
+    {
+        writeln!(pod, "            - name: {volume}\n              mountPath: {path}\n              readOnly: true")?;
+    }
+    writeln!(pod, "            - name: spool\n              mountPath: /var/lib/estate/spool")?;
+    config_and_tls_volumes(&mut pod, name)?;
+    openbao_token_volume(&mut pod)?;
+    writeln!(pod, "        - name: spool\n          emptyDir:\n            sizeLimit: 64Mi")?;
+    for line in pod.lines() {
+        writeln!(out, "    {line}")?;
+    }
+    Ok(())
+}
+
+/// A short-lived ServiceAccount token for OpenBao's Kubernetes auth only
+/// (audience `openbao`), as a volume.
+fn openbao_token_volume(out: &mut String) -> std::fmt::Result {
+    writeln!(
+        out,
+        "        - name: openbao-token\n          projected:\n            defaultMode: 0400\n            sources:"
+    )?;
+    writeln!(
+        out,
+        "              - serviceAccountToken:\n                  audience: openbao\n                  expirationSeconds: 600\n                  path: token"
+    )
 }
 
 /// A pod's account and restricted security context (Pod Security "restricted").
@@ -522,6 +629,20 @@ fn network_policies(sources: &Sources) -> Result<String> {
             }
             writeln!(out, "      ports:\n        - protocol: TCP\n          port: 443")?;
         }
+        if s.signing_keys {
+            // The key rotation runs: DNS, OpenBao and the SIEM, nothing else, nothing in.
+            let job = format!("{name}-keys");
+            let comment = format!("{job}: runs `{name} keys rotate`.");
+            document(&mut out, &comment, "networking.k8s.io/v1", "NetworkPolicy", &job, ns)?;
+            writeln!(out, "spec:\n  podSelector:\n    matchLabels:\n      app.kubernetes.io/name: {job}")?;
+            writeln!(out, "  policyTypes:\n    - Ingress\n    - Egress\n  ingress: []\n  egress:\n    - to:")?;
+            dns_egress(&mut out, "    ")?;
+            for endpoint in [&infra.openbao, &infra.siem] {
+                writeln!(out, "    - to:")?;
+                namespace_selector(&mut out, "        ", &endpoint.namespace)?;
+                writeln!(out, "      ports:\n        - protocol: TCP\n          port: {}", endpoint.port)?;
+            }
+        }
         if let Some(schema) = &s.schema {
             // The migration Job: DNS and Postgres, nothing else, nothing in.
             let job = format!("{name}-migrate");
@@ -677,5 +798,25 @@ mod tests {
         }
         // The gateway has no schema and no Job.
         assert!(!workloads.contains("name: gateway-migrate"));
+    }
+
+    #[test]
+    fn the_signing_keys_rotate_only_when_an_operator_starts_a_run_that_reaches_only_openbao_and_the_siem() {
+        let sources = Sources::load(&crate::root()).unwrap();
+        let files = render(&sources).unwrap();
+        let workloads = &files[Path::new("k8s/base/generated/workloads.yaml")];
+        let network = &files[Path::new("k8s/base/generated/network-policies.yaml")];
+        let cron = document(workloads, "CronJob", "auth-keys");
+        assert!(cron.contains("suspend: true"), "never scheduled by itself: {cron}");
+        assert!(cron.contains("args: [\"keys\", \"rotate\"]") && cron.contains("serviceAccountName: auth"), "{cron}");
+        assert!(cron.contains("sidecar.istio.io/inject: \"false\"") && cron.contains("audience: openbao"), "{cron}");
+        let policy = document(network, "NetworkPolicy", "auth-keys");
+        assert!(policy.contains("ingress: []") && policy.contains("port: 8200") && policy.contains("port: 6514"));
+        assert!(
+            !policy.contains("port: 5432") && !policy.contains("port: 8443"),
+            "OpenBao and the SIEM only: {policy}"
+        );
+        // Only auth holds signing keys.
+        assert_eq!(workloads.matches("kind: CronJob").count(), 1);
     }
 }
