@@ -75,6 +75,9 @@ pub(crate) struct Settings {
     pub(crate) postgres_ca: PathBuf,
     /// Where OpenBao reads that CA (its own file system; the engine verifies TLS).
     pub(crate) postgres_ca_for_openbao: PathBuf,
+    /// Where OpenBao's database engine reaches Postgres, when not where this
+    /// tool does (`--postgres-for-openbao`: this tool through a port-forward).
+    pub(crate) postgres_for_openbao: Option<(String, u16)>,
     /// Superuser name and password file.
     pub(crate) postgres_user: String,
     /// Its password, in a file.
@@ -184,8 +187,8 @@ pub(crate) async fn run(settings: &Settings) -> Result<String> {
     bootstrap
         .database(
             &DatabaseConnection {
-                host: settings.postgres_host.clone(),
-                port: settings.postgres_port,
+                host: settings.postgres_for_openbao.as_ref().map_or(&settings.postgres_host, |(h, _)| h).clone(),
+                port: settings.postgres_for_openbao.as_ref().map_or(settings.postgres_port, |(_, p)| *p),
                 database: settings.database.clone(),
                 username: "openbao_admin".into(),
                 password: SecretString::from(openbao_password),

@@ -3,8 +3,8 @@
 //! - `estate-bootstrap certs --out DIR`: the estate CA and server
 //!   certificates ([`certs`]).
 //! - `estate-bootstrap configure --openbao URL --openbao-ca FILE (--token-file
-//!   FILE | --init-dir DIR) --postgres HOST:PORT --postgres-ca FILE [--postgres-ca-for-openbao
-//!   FILE] --postgres-user USER --postgres-password-file FILE [--database
+//!   FILE | --init-dir DIR) --postgres HOST:PORT --postgres-ca FILE [--postgres-for-openbao
+//!   HOST:PORT] [--postgres-ca-for-openbao FILE] --postgres-user USER --postgres-password-file FILE [--database
 //!   NAME] --certs DIR --secrets DIR [--kubernetes NAMESPACE [--kubernetes-host
 //!   URL] [--kubernetes-ca FILE]]`: OpenBao and Postgres as the services expect them, and each
 //!   service's secret files ([`configure`]); for Kubernetes, Kubernetes auth
@@ -30,7 +30,7 @@ use anyhow::{Context, Result, bail};
 
 const USAGE: &str = "usage: estate-bootstrap certs --out DIR
        estate-bootstrap configure --openbao URL --openbao-ca FILE (--token-file FILE | --init-dir DIR) \\
-           --postgres HOST:PORT --postgres-ca FILE [--postgres-ca-for-openbao FILE] \\
+           --postgres HOST:PORT --postgres-ca FILE [--postgres-for-openbao HOST:PORT] [--postgres-ca-for-openbao FILE] \\
            --postgres-user USER --postgres-password-file FILE [--database NAME] --certs DIR --secrets DIR \\
            [--kubernetes NAMESPACE [--kubernetes-host URL] [--kubernetes-ca FILE]]
        estate-bootstrap demo-data --postgres HOST:PORT --postgres-ca FILE [--database NAME] --secrets DIR";
@@ -99,6 +99,13 @@ fn run(args: &[String]) -> Result<String> {
                 database: take("database").unwrap_or_else(|_| "estate".into()),
                 postgres_ca_for_openbao: take("postgres-ca-for-openbao")
                     .map_or_else(|_| postgres_ca.clone(), PathBuf::from),
+                postgres_for_openbao: match take("postgres-for-openbao") {
+                    Ok(value) => {
+                        let (host, port) = host_port(&value)?;
+                        Some((host, port.parse().context("--postgres-for-openbao port")?))
+                    }
+                    Err(_) => None,
+                },
                 postgres_ca,
                 postgres_user: take("postgres-user")?,
                 postgres_password_file: take("postgres-password-file")?.into(),

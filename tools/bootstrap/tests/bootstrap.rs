@@ -312,9 +312,15 @@ async fn pc05_configure_for_kubernetes_binds_each_workload_to_its_service_accoun
         ["--kubernetes", "estate", "--kubernetes-host", "https://10.96.0.1", "--kubernetes-ca", &api_ca]
             .map(String::from),
     );
+    // OpenBao reaches Postgres by another name than this tool does (in
+    // Kubernetes: the Service name, while the tool goes through a port-forward).
+    args.extend(["--postgres-for-openbao".to_owned(), format!("localhost:{}", pg.port())]);
     let configured = run(&args);
     assert!(configured.status.success(), "{}", text(&configured));
 
+    let (_, engine) = bao_api(&bao, reqwest::Method::GET, "database/config/estate", None).await;
+    let url = engine["data"]["connection_details"]["connection_url"].as_str().unwrap_or_default();
+    assert!(url.contains(&format!("@localhost:{}/", pg.port())), "{engine}");
     let (_, config) = bao_api(&bao, reqwest::Method::GET, "auth/kubernetes/config", None).await;
     assert_eq!(config["data"]["kubernetes_host"], "https://10.96.0.1");
     for service in ["auth", "gateway", "order", "payment", "inventory"] {
