@@ -62,6 +62,10 @@ pub(crate) struct Service {
     pub(crate) replicas: u32,
     #[serde(default)]
     pub(crate) internet_egress: bool,
+    /// With `public`: the name clients use (`auth.estate.local`); the ingress
+    /// passes TLS for it through to this workload by SNI.
+    #[serde(default)]
+    pub(crate) public_host: Option<String>,
     /// Holds the token signing keys in OpenBao: a suspended CronJob
     /// `<service>-keys` is the template of the `<service> keys rotate` runs.
     #[serde(default)]
@@ -700,6 +704,30 @@ fn istio(sources: &Sources) -> Result<String> {
             s.management_port
         )?;
     }
+    // The way in: the ingress gateway passes TLS through, by SNI, to the
+    // public workloads, which terminate it themselves (their certificates,
+    // their security headers); the edge never holds a key or sees plaintext.
+    let public: Vec<(&Service, &str)> =
+        t.service.iter().filter(|s| s.public).filter_map(|s| s.public_host.as_deref().map(|h| (s, h))).collect();
+    if !public.is_empty() {
+        document(&mut out, "", "networking.istio.io/v1", "Gateway", "estate", ns)?;
+        writeln!(out, "spec:\n  selector:\n    istio: ingressgateway\n  servers:")?;
+        writeln!(out, "    - port:\n        number: 443\n        name: tls\n        protocol: TLS")?;
+        writeln!(out, "      tls:\n        mode: PASSTHROUGH\n      hosts:")?;
+        for (_, host) in &public {
+            writeln!(out, "        - {host}")?;
+        }
+        for (s, host) in &public {
+            document(&mut out, "", "networking.istio.io/v1", "VirtualService", &s.name, ns)?;
+            writeln!(out, "spec:\n  hosts:\n    - {host}\n  gateways:\n    - estate\n  tls:")?;
+            writeln!(out, "    - match:\n        - port: 443\n          sniHosts:\n            - {host}")?;
+            writeln!(
+                out,
+                "      route:\n        - destination:\n            host: {}.{ns}.svc.cluster.local\n            port:\n              number: 443",
+                s.name
+            )?;
+        }
+    }
     Ok(out)
 }
 
@@ -798,6 +826,27 @@ mod tests {
         }
         // The gateway has no schema and no Job.
         assert!(!workloads.contains("name: gateway-migrate"));
+    }
+
+    #[test]
+    fn the_ingress_passes_tls_through_to_exactly_the_public_workloads() {
+        let sources = Sources::load(&crate::root()).unwrap();
+        let files = render(&sources).unwrap();
+        let istio = &files[Path::new("k8s/base/generated/istio.yaml")];
+        let workloads = &files[Path::new("k8s/base/generated/workloads.yaml")];
+        let gateway = document(istio, "Gateway", "estate");
+        assert!(gateway.contains("mode: PASSTHROUGH"), "{gateway}");
+        for (service, host) in [("auth", "auth.estate.local"), ("gateway", "api.estate.local")] {
+            assert!(gateway.contains(&format!("- {host}")), "{gateway}");
+            let route = document(istio, "VirtualService", service);
+            assert!(route.contains(&format!("host: {service}.estate.svc.cluster.local")), "{route}");
+            // The Service has the port the route names.
+            let svc = document(workloads, "Service", service);
+            assert!(svc.contains("port: 443"), "{svc}");
+        }
+        for private in ["order", "payment", "inventory"] {
+            assert!(!istio.contains(&format!("kind: VirtualService\nmetadata:\n  name: {private}\n")), "{private}");
+        }
     }
 
     #[test]

@@ -426,6 +426,89 @@ mod typed {
         Unset,
     }
 
+    /// networking.istio.io Gateway: TLS passed through to the workloads only
+    /// (they terminate TLS themselves; the edge never sees plaintext).
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "typed to refuse unknown fields")]
+    struct Gateway {
+        selector: BTreeMap<String, String>,
+        servers: Vec<GatewayServer>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "typed to refuse unknown fields")]
+    struct GatewayServer {
+        port: GatewayPort,
+        hosts: Vec<String>,
+        tls: GatewayTls,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "typed to refuse unknown fields")]
+    struct GatewayPort {
+        number: u16,
+        name: String,
+        protocol: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct GatewayTls {
+        mode: String,
+    }
+
+    /// networking.istio.io VirtualService routing by SNI (TLS passthrough).
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "typed to refuse unknown fields")]
+    struct VirtualService {
+        hosts: Vec<String>,
+        gateways: Vec<String>,
+        tls: Vec<TlsRoute>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "typed to refuse unknown fields")]
+    struct TlsRoute {
+        #[serde(rename = "match")]
+        matches: Vec<TlsMatch>,
+        route: Vec<RouteDestination>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code, reason = "typed to refuse unknown fields")]
+    struct TlsMatch {
+        port: u16,
+        sni_hosts: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "typed to refuse unknown fields")]
+    struct RouteDestination {
+        destination: Destination,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "typed to refuse unknown fields")]
+    struct Destination {
+        host: String,
+        port: DestinationPort,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code, reason = "typed to refuse unknown fields")]
+    struct DestinationPort {
+        number: u16,
+    }
+
     /// external-secrets.io ExternalSecret.
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -570,6 +653,21 @@ mod typed {
                         }
                     }
                 }
+                (api, "Gateway") if api.starts_with("networking.istio.io/") => {
+                    if let Some(gateway) = parse::<Resource<Gateway>>(&what, doc, findings) {
+                        for server in &gateway.spec.servers {
+                            if server.tls.mode != "PASSTHROUGH" {
+                                findings.push(format!(
+                                    "{what}: TLS mode {} — the edge passes TLS through to the workloads",
+                                    server.tls.mode
+                                ));
+                            }
+                        }
+                    }
+                }
+                (api, "VirtualService") if api.starts_with("networking.istio.io/") => {
+                    parse::<Resource<VirtualService>>(&what, doc, findings);
+                }
                 (api, "ExternalSecret") if api.starts_with("external-secrets.io/") => {
                     parse::<Resource<ExternalSecret>>(&what, doc, findings);
                 }
@@ -593,10 +691,8 @@ mod typed {
                         default_deny.insert(namespace.clone());
                     }
                 }
-                (_, "Namespace") => {
-                    if doc["metadata"]["labels"]["istio-injection"] == "disabled" {
-                        outside_mesh.insert(doc["metadata"]["name"].as_str().unwrap_or_default().to_owned());
-                    }
+                (_, "Namespace") if doc["metadata"]["labels"]["istio-injection"] == "disabled" => {
+                    outside_mesh.insert(doc["metadata"]["name"].as_str().unwrap_or_default().to_owned());
                 }
                 (_, "Role" | "ClusterRole") => rbac(&what, doc, findings),
                 (_, "Secret") => {
@@ -845,6 +941,38 @@ mod tests {
     fn pc06_an_istio_typo_fails_instead_of_being_dropped() {
         let found = fixture("istio-typo");
         assert!(found.contains("AuthorizationPolicy") && found.contains("unknown field `principal`"), "{found}");
+    }
+
+    #[test]
+    fn pc06_an_ingress_that_terminates_tls_or_misspells_a_route_fails() {
+        let gateway = |mode: &str| {
+            serde_json::json!({
+                "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+                "metadata": { "name": "estate", "namespace": "estate" },
+                "spec": { "selector": { "istio": "ingressgateway" }, "servers": [{
+                    "port": { "number": 443, "name": "tls", "protocol": "TLS" },
+                    "tls": { "mode": mode }, "hosts": ["api.estate.local"] }] }
+            })
+        };
+        let route = |key: &str| {
+            serde_json::json!({
+                "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                "metadata": { "name": "gateway", "namespace": "estate" },
+                "spec": { "hosts": ["api.estate.local"], "gateways": ["estate"], "tls": [{
+                    key: [{ "port": 443, "sniHosts": ["api.estate.local"] }],
+                    "route": [{ "destination": { "host": "gateway", "port": { "number": 443 } } }] }] }
+            })
+        };
+        let mut findings = Vec::new();
+        typed::check("fixture", &[gateway("SIMPLE"), route("matches")], false, &mut findings);
+        let found = findings.join("\n");
+        assert!(found.contains("TLS mode SIMPLE"), "{found}");
+        assert!(found.contains("VirtualService") && found.contains("unknown field `matches`"), "{found}");
+        estate_evidence::refused("an ingress terminating TLS, a misspelt route");
+        let mut findings = Vec::new();
+        typed::check("fixture", &[gateway("PASSTHROUGH"), route("match")], false, &mut findings);
+        assert!(findings.is_empty(), "{findings:?}");
+        estate_evidence::allowed("the generated ingress");
     }
 
     #[test]
