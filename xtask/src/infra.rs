@@ -66,8 +66,8 @@ pub(crate) struct Service {
     /// passes TLS for it through to this workload by SNI.
     #[serde(default)]
     pub(crate) public_host: Option<String>,
-    /// Holds the token signing keys in OpenBao: a suspended CronJob
-    /// `<service>-keys` is the template of the `<service> keys rotate` runs.
+    /// Holds the token signing keys in OpenBao: the CronJob `<service>-keys`
+    /// runs `<service> keys rotate` monthly.
     #[serde(default)]
     pub(crate) signing_keys: bool,
 }
@@ -336,9 +336,10 @@ fn workloads(sources: &Sources) -> Result<String> {
     Ok(out)
 }
 
-/// `<name>-keys`: a suspended CronJob — never scheduled by itself — that is
-/// the template of each `<name> keys rotate` run (the first one initialises
-/// the signing keys; docs/runbooks/rotate-signing-key.md):
+/// `<name>-keys`: a CronJob running `<name> keys rotate` on the first of
+/// each month — one run publishes a new key, the next activates it, so each
+/// signing key signs for about two months (docs/runbooks/rotate-signing-key.md).
+/// The first run, which initialises the keys, and any step out of schedule:
 /// `kubectl create job --from=cronjob/<name>-keys <name>-keys-$(date +%s)`.
 /// It runs as the service's ServiceAccount (the keys are in its part of
 /// OpenBao, read with its Kubernetes auth role), without a sidecar, reaching
@@ -349,71 +350,27 @@ fn keys_cron_job(out: &mut String, t: &Topology, name: &str) -> std::fmt::Result
     document(out, "", "batch/v1", "CronJob", &job, ns)?;
     writeln!(out, "  labels:")?;
     labels(out, "    ", t, &job)?;
+    writeln!(out, "spec:\n  schedule: \"0 3 1 * *\"\n  timeZone: Etc/UTC\n  concurrencyPolicy: Forbid")?;
     writeln!(
         out,
-        "spec:
-  suspend: true
-  schedule: \"0 0 1 1 *\"
-  concurrencyPolicy: Forbid"
+        "  jobTemplate:\n    spec:\n      backoffLimit: 3\n      activeDeadlineSeconds: 300\n      template:"
     )?;
-    writeln!(
-        out,
-        "  jobTemplate:
-    spec:
-      backoffLimit: 3
-      activeDeadlineSeconds: 300
-      template:"
-    )?;
-    writeln!(
-        out,
-        "        metadata:
-          labels:"
-    )?;
+    writeln!(out, "        metadata:\n          labels:")?;
     labels(out, "            ", t, &job)?;
-    writeln!(
-        out,
-        "          annotations:
-            sidecar.istio.io/inject: \"false\""
-    )?;
+    writeln!(out, "          annotations:\n            sidecar.istio.io/inject: \"false\"")?;
     // The pod spec at the Deployment's depth, then indented four more.
     let mut pod = String::new();
-    writeln!(
-        pod,
-        "    spec:
-      restartPolicy: OnFailure"
-    )?;
+    writeln!(pod, "    spec:\n      restartPolicy: OnFailure")?;
     pod_security(&mut pod, name)?;
+    writeln!(pod, "      containers:\n        - name: keys\n          image: {}/{name}", t.image_registry)?;
+    writeln!(pod, "          imagePullPolicy: Always\n          args: [\"keys\", \"rotate\"]")?;
     writeln!(
         pod,
-        "      containers:
-        - name: keys
-          image: {}/{name}",
-        t.image_registry
-    )?;
-    writeln!(
-        pod,
-        "          imagePullPolicy: Always
-          args: [\"keys\", \"rotate\"]"
-    )?;
-    writeln!(
-        pod,
-        "          env:
-            - name: ESTATE_CONFIG
-              value: /etc/estate/config/estate.toml"
+        "          env:\n            - name: ESTATE_CONFIG\n              value: /etc/estate/config/estate.toml"
     )?;
     writeln!(pod, "          resources:")?;
-    writeln!(
-        pod,
-        "            requests:
-              cpu: 50m
-              memory: 64Mi"
-    )?;
-    writeln!(
-        pod,
-        "            limits:
-              cpu: 500m
-              memory: 128Mi"
-    )?;
+    writeln!(pod, "            requests:\n              cpu: 50m\n              memory: 64Mi")?;
+    writeln!(pod, "            limits:\n              cpu: 500m\n              memory: 128Mi")?;
     container_security(&mut pod)?;
     writeln!(pod, "          volumeMounts:")?;
     for (volume, path) in
@@ -850,13 +807,13 @@ mod tests {
     }
 
     #[test]
-    fn the_signing_keys_rotate_only_when_an_operator_starts_a_run_that_reaches_only_openbao_and_the_siem() {
+    fn the_signing_keys_rotate_monthly_in_runs_that_reach_only_openbao_and_the_siem() {
         let sources = Sources::load(&crate::root()).unwrap();
         let files = render(&sources).unwrap();
         let workloads = &files[Path::new("k8s/base/generated/workloads.yaml")];
         let network = &files[Path::new("k8s/base/generated/network-policies.yaml")];
         let cron = document(workloads, "CronJob", "auth-keys");
-        assert!(cron.contains("suspend: true"), "never scheduled by itself: {cron}");
+        assert!(cron.contains("schedule: \"0 3 1 * *\"") && cron.contains("concurrencyPolicy: Forbid"), "{cron}");
         assert!(cron.contains("args: [\"keys\", \"rotate\"]") && cron.contains("serviceAccountName: auth"), "{cron}");
         assert!(cron.contains("sidecar.istio.io/inject: \"false\"") && cron.contains("audience: openbao"), "{cron}");
         let policy = document(network, "NetworkPolicy", "auth-keys");
