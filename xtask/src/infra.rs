@@ -362,17 +362,7 @@ fn keys_cron_job(out: &mut String, t: &Topology, name: &str) -> std::fmt::Result
     let mut pod = String::new();
     writeln!(pod, "    spec:\n      restartPolicy: OnFailure")?;
     pod_security(&mut pod, name)?;
-    writeln!(pod, "      containers:\n        - name: keys\n          image: {}/{name}", t.image_registry)?;
-    writeln!(pod, "          imagePullPolicy: Always\n          args: [\"keys\", \"rotate\"]")?;
-    writeln!(
-        pod,
-        "          env:\n            - name: ESTATE_CONFIG\n              value: /etc/estate/config/estate.toml"
-    )?;
-    writeln!(pod, "          resources:")?;
-    writeln!(pod, "            requests:\n              cpu: 50m\n              memory: 64Mi")?;
-    writeln!(pod, "            limits:\n              cpu: 500m\n              memory: 128Mi")?;
-    container_security(&mut pod)?;
-    writeln!(pod, "          volumeMounts:")?;
+    one_shot_container(&mut pod, t, name, "keys", r#"["keys", "rotate"]"#)?;
     for (volume, path) in
         [("config", "/etc/estate/config"), ("tls", "/etc/estate/tls"), ("openbao-token", "/var/run/secrets/openbao")]
     {
@@ -386,6 +376,23 @@ fn keys_cron_job(out: &mut String, t: &Topology, name: &str) -> std::fmt::Result
         writeln!(out, "    {line}")?;
     }
     Ok(())
+}
+
+/// The head of a run-to-completion container (a Job's or CronJob's): the
+/// service's image and configuration, `args`, small requests and limits, the
+/// restricted security context; `volumeMounts:` follows.
+fn one_shot_container(out: &mut String, t: &Topology, service: &str, container: &str, args: &str) -> std::fmt::Result {
+    writeln!(out, "      containers:\n        - name: {container}\n          image: {}/{service}", t.image_registry)?;
+    writeln!(out, "          imagePullPolicy: Always\n          args: {args}")?;
+    writeln!(
+        out,
+        "          env:\n            - name: ESTATE_CONFIG\n              value: /etc/estate/config/estate.toml"
+    )?;
+    writeln!(out, "          resources:")?;
+    writeln!(out, "            requests:\n              cpu: 50m\n              memory: 64Mi")?;
+    writeln!(out, "            limits:\n              cpu: 500m\n              memory: 128Mi")?;
+    container_security(out)?;
+    writeln!(out, "          volumeMounts:")
 }
 
 /// A short-lived ServiceAccount token for OpenBao's Kubernetes auth only
@@ -467,21 +474,8 @@ fn migration_job(out: &mut String, t: &Topology, name: &str, schema: &str) -> st
     writeln!(out, "    spec:")?;
     writeln!(out, "      restartPolicy: OnFailure")?;
     pod_security(out, &job)?;
-    writeln!(out, "      containers:")?;
-    writeln!(out, "        - name: migrate")?;
-    writeln!(out, "          image: {}/{name}", t.image_registry)?;
-    writeln!(out, "          imagePullPolicy: Always")?;
-    writeln!(
-        out,
-        "          args: [\"migrate\", \"--user\", \"{schema}_owner\", \"--password-file\", \"/etc/estate/migrate/password\"]"
-    )?;
-    writeln!(out, "          env:")?;
-    writeln!(out, "            - name: ESTATE_CONFIG\n              value: /etc/estate/config/estate.toml")?;
-    writeln!(out, "          resources:")?;
-    writeln!(out, "            requests:\n              cpu: 50m\n              memory: 64Mi")?;
-    writeln!(out, "            limits:\n              cpu: 500m\n              memory: 128Mi")?;
-    container_security(out)?;
-    writeln!(out, "          volumeMounts:")?;
+    let args = format!(r#"["migrate", "--user", "{schema}_owner", "--password-file", "/etc/estate/migrate/password"]"#);
+    one_shot_container(out, t, name, "migrate", &args)?;
     for (volume, path) in
         [("config", "/etc/estate/config"), ("tls", "/etc/estate/tls"), ("owner", "/etc/estate/migrate")]
     {

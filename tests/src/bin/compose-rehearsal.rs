@@ -144,12 +144,11 @@ impl Rehearsal {
 
     fn run(&mut self) -> Result<()> {
         sh("ip", &["link", "set", "lo", "up"])?;
-        for (name, i) in &self.networks {
+        for i in self.networks.values() {
             let bridge = format!("br{i}");
             sh("ip", &["link", "add", &bridge, "type", "bridge"])?;
             sh("ip", &["addr", "add", &format!("10.89.{i}.1/24"), "dev", &bridge])?;
             sh("ip", &["link", "set", &bridge, "up"])?;
-            let _ = name;
         }
         for volume in &self.fresh_volumes {
             std::fs::create_dir_all(self.plan.work.join("volumes").join(volume)).map_err(|e| e.to_string())?;

@@ -112,18 +112,38 @@ async fn login(bao: &TestOpenBao, secrets: &Path, service: &str) -> estate_secre
     estate_secrets::testing::login(bao, &credentials).await.unwrap()
 }
 
-#[tokio::test]
-async fn pc05_configure_gives_every_workload_its_own_least_privilege_and_runs_again_unchanged() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// What `configure` runs against: fresh certificates, a real OpenBao (its
+/// root token in a file) and Postgres, and the arguments naming them.
+struct Fresh {
+    certs: PathBuf,
+    secrets: PathBuf,
+    bao: TestOpenBao,
+    pg: TestPostgres,
+    section: serde_json::Value,
+    args: Vec<String>,
+}
+
+async fn fresh(d: &Path) -> Fresh {
     let (certs, secrets) = (d.join("certs"), d.join("secrets"));
     assert!(bootstrap(&["certs", "--out", certs.to_str().unwrap()]).status.success());
     let bao = TestOpenBao::start().await.unwrap();
     let (pg, section) = postgres_for_bootstrap(d).await;
     let token = write(d, "token", bao.root_token());
     let bao_ca = write(d, "bao-ca.pem", bao.ca_pem());
-    let token_arg = token.to_str().unwrap();
-    let args = configure_args(&pg, &section, (bao.addr(), &bao_ca), ["--token-file", token_arg], (&certs, &secrets));
+    let args = configure_args(
+        &pg,
+        &section,
+        (bao.addr(), &bao_ca),
+        ["--token-file", token.to_str().unwrap()],
+        (&certs, &secrets),
+    );
+    Fresh { certs, secrets, bao, pg, section, args }
+}
+
+#[tokio::test]
+async fn pc05_configure_gives_every_workload_its_own_least_privilege_and_runs_again_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let Fresh { secrets, bao, pg, section, args, .. } = fresh(dir.path()).await;
     let configured = run(&args);
     assert!(configured.status.success(), "{}", text(&configured));
     assert!(!text(&configured).contains(bao.root_token()), "nothing secret is printed");
@@ -292,20 +312,7 @@ async fn bao_api(
 async fn pc05_configure_for_kubernetes_binds_each_workload_to_its_service_account_and_external_secrets_reads_only_what_it_mounts()
  {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (certs, secrets) = (d.join("certs"), d.join("secrets"));
-    assert!(bootstrap(&["certs", "--out", certs.to_str().unwrap()]).status.success());
-    let bao = TestOpenBao::start().await.unwrap();
-    let (pg, section) = postgres_for_bootstrap(d).await;
-    let token = write(d, "token", bao.root_token());
-    let bao_ca = write(d, "bao-ca.pem", bao.ca_pem());
-    let mut args = configure_args(
-        &pg,
-        &section,
-        (bao.addr(), &bao_ca),
-        ["--token-file", token.to_str().unwrap()],
-        (&certs, &secrets),
-    );
+    let Fresh { certs, secrets, bao, pg, mut args, .. } = fresh(dir.path()).await;
     // No cluster here: any CA stands in for the API server's (OpenBao only stores it).
     let api_ca = certs.join("ca.pem").display().to_string();
     args.extend(
