@@ -82,10 +82,11 @@ fn run(args: &[String]) -> Result<String> {
             let openbao = take("openbao")?;
             let openbao_ca = PathBuf::from(take("openbao-ca")?);
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let ca = std::fs::read(&openbao_ca).context("OpenBao CA")?;
+            runtime.block_on(unseal::wait_until_answering(&openbao, &ca))?;
             let token_file = match (take("token-file"), take("init-dir")) {
                 (Ok(file), Err(_)) => PathBuf::from(file),
                 (Err(_), Ok(dir)) => {
-                    let ca = std::fs::read(&openbao_ca).context("OpenBao CA")?;
                     runtime.block_on(unseal::init_and_unseal(&openbao, &ca, std::path::Path::new(&dir)))?
                 }
                 _ => bail!("give exactly one of --token-file and --init-dir\n{USAGE}"),

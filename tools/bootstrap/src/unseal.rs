@@ -25,6 +25,26 @@ async fn call(http: &reqwest::Client, method: reqwest::Method, url: String, body
     response.json().await.with_context(|| format!("OpenBao's answer at {url}"))
 }
 
+/// Wait until OpenBao answers at all (any HTTP status: sealed and
+/// uninitialised are answers) — an orchestrator starts the bootstrap as soon
+/// as OpenBao's process has started, not once it listens. Fails after 60 s
+/// with the last error.
+pub(crate) async fn wait_until_answering(address: &str, ca_pem: &[u8]) -> Result<()> {
+    let ca = reqwest::Certificate::from_pem(ca_pem).context("OpenBao CA")?;
+    let http = reqwest::Client::builder().tls_certs_only([ca]).https_only(true).build()?;
+    let url = format!("{}/v1/sys/health", address.trim_end_matches('/'));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match http.get(&url).send().await {
+            Ok(_) => return Ok(()),
+            Err(error) if std::time::Instant::now() >= deadline => {
+                return Err(error).with_context(|| format!("OpenBao at {url} did not answer within 60 s"));
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+}
+
 pub(crate) async fn init_and_unseal(address: &str, ca_pem: &[u8], dir: &Path) -> Result<PathBuf> {
     let ca = reqwest::Certificate::from_pem(ca_pem).context("OpenBao CA")?;
     let http = reqwest::Client::builder().tls_certs_only([ca]).https_only(true).build()?;
