@@ -72,7 +72,7 @@ async fn pc06_compose_up_serves_the_estate_on_the_published_ports_only() {
         base_url: "https://auth.estate.local",
         client_id: "web-app",
         redirect_uri: "https://app.estate.local/callback",
-        scope: "openid orders:read orders:write",
+        scope: "openid orders:read orders:write payments:authorize",
         username: "alice",
         password: password.trim(),
     };
@@ -81,6 +81,31 @@ async fn pc06_compose_up_serves_the_estate_on_the_published_ports_only() {
     let response = client.get("https://api.estate.local/v1/orders").bearer_auth(token).send().await.unwrap();
     observed("compose: GET /v1/orders as alice", response.status());
     assert_eq!(response.status(), StatusCode::OK, "{:?}", response.text().await);
+
+    // A checkout: every east-west hop of the compose network — gateway →
+    // order (mTLS, token relay), order → inventory (client credentials, gRPC
+    // over mTLS), order → payment (token exchange), payment → the PSP
+    // simulator on the egress network — with the demo catalogue's prices.
+    let response = client
+        .post("https://api.estate.local/v1/orders")
+        .bearer_auth(token)
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+        .json(&serde_json::json!({ "lines": [{ "sku": "TEA-01", "quantity": 2 }] }))
+        .send()
+        .await
+        .unwrap();
+    observed("compose: POST /v1/orders as alice", response.status());
+    let status = response.status();
+    let order: Value = response.json().await.unwrap_or_default();
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{order}\norder: {}\npayment: {}",
+        compose.log("order"),
+        compose.log("payment")
+    );
+    assert_eq!(order["status"], "confirmed", "{order}");
+    assert_eq!(order["total_cents"], 900, "2 × 4.50 EUR from the demo catalogue: {order}");
     let wrong = Login { password: "not-alices-password", ..login };
     assert!(estate_testkit::login::authorization_code_with(&wrong, &client).await.is_err());
 
