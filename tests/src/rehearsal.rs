@@ -290,6 +290,14 @@ impl Compose {
             .find(|dir| dir.join("compose-rehearsal").is_file() && dir.join("estate-bootstrap").is_file())
             .ok_or("compose-rehearsal and estate-bootstrap are not built next to this test (cargo build --workspace)")?
             .to_path_buf();
+        // Every estate image is a binary of this build.
+        for service in compose["services"].as_object().into_iter().flat_map(|s| s.values()) {
+            if let Image::Estate { binary } = Image::of(service)
+                && !bin_dir.join(&binary).is_file()
+            {
+                return Err(format!("{binary} is not built in {} (cargo build --workspace --bins)", bin_dir.display()));
+            }
+        }
         let work = tempfile::Builder::new().prefix("compose-").tempdir().map_err(|e| e.to_string())?;
         Image::write_standins(work.path()).map_err(|e| e.to_string())?;
         let plan = Plan {
