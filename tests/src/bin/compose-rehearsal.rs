@@ -17,7 +17,8 @@
 //!   volumes as directories, `subpath`, bind mounts, `read_only`), its tmpfs
 //!   mounts, and a read-only root when compose says `read_only: true`;
 //! - the entrypoint and command compose resolves (the image's when compose
-//!   sets none), its environment, no capabilities, `no-new-privileges`.
+//!   sets none), its environment, no capabilities, `no-new-privileges`; it
+//!   is killed if this runner dies (`--pdeathsig`), so nothing outlives a test.
 //!
 //! Dependencies start in compose's order and conditions
 //! (`service_started`, `service_healthy` by the healthcheck run inside the
@@ -504,7 +505,7 @@ impl Rehearsal {
             }
         }
         let mut exec = format!(
-            "exec chroot \"$R\" /usr/bin/setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-all{} -- /usr/bin/env -i",
+            "exec chroot \"$R\" /usr/bin/setpriv --pdeathsig KILL --inh-caps=-all --ambient-caps=-all --bounding-set=-all{} -- /usr/bin/env -i",
             if svc["security_opt"].to_string().contains("no-new-privileges") { " --no-new-privs" } else { "" }
         );
         for (key, value) in &env {
