@@ -976,6 +976,35 @@ mod tests {
     }
 
     #[test]
+    fn pc06_pods_outside_strict_mtls_fail_unless_their_namespace_is_declared_outside_the_mesh() {
+        let pods = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": { "name": "postgres", "namespace": "estate-data" },
+            "spec": { "template": { "spec": { "containers": [] } } }
+        });
+        let deny = serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": { "name": "default-deny", "namespace": "estate-data" },
+            "spec": { "podSelector": {}, "policyTypes": ["Ingress", "Egress"] }
+        });
+        let namespace = |injection: &str| {
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": { "name": "estate-data", "labels": { "istio-injection": injection } }
+            })
+        };
+        let strict = "namespace estate-data has no namespace-wide STRICT PeerAuthentication";
+        let mut findings = Vec::new();
+        typed::check("fixture", &[namespace("enabled"), pods.clone(), deny.clone()], false, &mut findings);
+        assert!(findings.iter().any(|f| f.contains(strict)), "{findings:?}");
+        estate_evidence::refused("pods in the mesh without STRICT mTLS");
+        let mut findings = Vec::new();
+        typed::check("fixture", &[namespace("disabled"), pods, deny], false, &mut findings);
+        assert!(!findings.iter().any(|f| f.contains(strict)), "{findings:?}");
+        estate_evidence::allowed("infrastructure declared outside the mesh, speaking TLS itself");
+    }
+
+    #[test]
     fn pc11_a_secret_in_the_image_environment_fails() {
         let found = fixture("secret-in-env");
         assert!(found.contains("ENV DB_PASSWORD puts a secret into the image"), "{found}");
