@@ -55,6 +55,19 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
     })
 }
 
+/// The whole `main` of a service binary with a database: `migrate` when
+/// asked ([`main`]), else the service ([`estate_service_kit::run_main`]).
+pub fn service_main<A>(database: impl Fn(&A::Settings) -> Option<&DatabaseSettings>, migrator: &Migrator) -> ExitCode
+where
+    A: estate_service_kit::Service,
+{
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if is_command(&args) {
+        return main::<A::Settings>(A::NAME, &args, database, migrator);
+    }
+    estate_service_kit::run_main::<A>()
+}
+
 /// Run `migrate` for `service`: exit 0 when the schema is at the latest
 /// version, 1 (with the reason on stderr) otherwise.
 pub fn main<S>(

@@ -36,7 +36,7 @@ pub fn probe<S: serde::de::DeserializeOwned + serde::Serialize + DevSettings>(
     let config = Config::<S>::load(config_path)?;
     let cert_path = config.tls.cert.as_deref().context("health needs [tls] cert: the certificate to expect")?;
     let pem = std::fs::read(cert_path).with_context(|| format!("{}", cert_path.display()))?;
-    let leaf = rustls_pemfile_first(&pem).with_context(|| format!("no certificate in {}", cert_path.display()))?;
+    let leaf = first_certificate(&pem).with_context(|| format!("no certificate in {}", cert_path.display()))?;
     let addr = loopback(config.management.bind);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let status = runtime
@@ -48,7 +48,7 @@ pub fn probe<S: serde::de::DeserializeOwned + serde::Serialize + DevSettings>(
     Ok(())
 }
 
-fn rustls_pemfile_first(pem: &[u8]) -> Option<CertificateDer<'static>> {
+fn first_certificate(pem: &[u8]) -> Option<CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject as _;
     CertificateDer::pem_slice_iter(pem).next()?.ok()
 }

@@ -1,14 +1,8 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if estate_platform::migrate::is_command(&args) {
-        return estate_platform::migrate::main::<estate_payment::PaymentSettings>(
-            "payment",
-            &args,
-            |settings| Some(&settings.database),
-            &estate_payment::migrator(),
-        );
-    }
-    estate_service_kit::run_main::<estate_payment::Application>()
+    estate_platform::migrate::service_main::<estate_payment::Application>(
+        |settings| Some(&settings.database),
+        &estate_payment::migrator(),
+    )
 }
